@@ -33,24 +33,26 @@ function readText(path: string, how: string): TextSource {
  * The training text: `--data`, else $VERDICT_PATH, else the cached copy, else a download from the
  * book's repository (cached for next time).
  */
-export async function loadVerdict(dataPath?: string, cachePath = defaultCachePath()): Promise<TextSource> {
+export async function loadVerdict(
+  dataPath?: string, { cachePath = defaultCachePath(), url = VERDICT_URL }: { cachePath?: string; url?: string } = {},
+): Promise<TextSource> {
   if (dataPath) return readText(dataPath, '--data');
   const envPath = process.env.VERDICT_PATH;
   if (envPath) return readText(envPath, 'VERDICT_PATH');
   if (existsSync(cachePath)) return readText(cachePath, 'cache');
   let text: string;
   try {
-    const res = await fetch(VERDICT_URL, { signal: AbortSignal.timeout(20_000) });
+    const res = await fetch(url, { signal: AbortSignal.timeout(20_000) });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     text = await res.text();
   } catch (err) {
     throw new UsageError(
-      `no training text: could not download ${VERDICT_URL} (${(err as Error).message}); ` +
+      `no training text: could not download ${url} (${(err as Error).message}); ` +
         'pass --data PATH/the-verdict.txt or set VERDICT_PATH',
     );
   }
   mkdirSync(dirname(cachePath), { recursive: true });
   writeFileSync(`${cachePath}.tmp`, text);
   renameSync(`${cachePath}.tmp`, cachePath);
-  return { text, origin: VERDICT_URL };
+  return { text, origin: url };
 }

@@ -5,8 +5,8 @@ import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
  * Kernels the wasm backend lacks or runs slowly, written against its heap directly.
  * - UnsortedSegmentSum: not registered in tfjs-backend-wasm 4.22, yet it is the gradient of
  *   `gather`, so any model that differentiates through an embedding lookup fails without it.
- * - Slice: the stock kernel first copies the whole input out of the heap (readSync), which
- *   makes each per-head split of attention cost a full-tensor copy.
+ * - Slice and SplitV: the stock kernels first copy the whole input out of the heap (readSync)
+ *   for every piece, which makes the per-head split of attention cost a full copy per head.
  */
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
@@ -67,6 +67,21 @@ function slice(args: KernelArgs): tf.TensorInfo {
   return out;
 }
 
+function splitV(args: KernelArgs): tf.TensorInfo[] {
+  const x = args.inputs.x!;
+  const axis = tf.util.parseAxisParam(args.attrs!.axis as number, x.shape)[0]!;
+  const sizes = tf.backend_util.prepareSplitSize(
+    x as unknown as tf.Tensor, args.attrs!.numOrSizeSplits as number | number[], axis);
+  const begin = new Array<number>(x.shape.length).fill(0);
+  return sizes.map((s) => {
+    const size = [...x.shape];
+    size[axis] = s;
+    const piece = slice({ ...args, attrs: { begin: [...begin], size } });
+    begin[axis]! += s;
+    return piece;
+  });
+}
+
 let registered = false;
 
 export function registerWasmKernels(): void {
@@ -75,4 +90,6 @@ export function registerWasmKernels(): void {
   tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSum });
   tf.unregisterKernel('Slice', 'wasm');
   tf.registerKernel({ kernelName: 'Slice', backendName: 'wasm', kernelFunc: slice });
+  tf.unregisterKernel('SplitV', 'wasm');
+  tf.registerKernel({ kernelName: 'SplitV', backendName: 'wasm', kernelFunc: splitV });
 }

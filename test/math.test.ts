@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { adamwUpdate, newAdamWState } from '../src/coordinator/adamw.js';
+import { clearTouchedRows, reduceGradients, unionRows } from '../src/coordinator/reduce.js';
+import { shardBatch } from '../src/coordinator/shard.js';
+import { batchMask, fillMask } from '../src/model/dropout.js';
+import { buildLayout } from '../src/model/layout.js';
+import { hashKey, permutation, Rng } from '../src/util/rng.js';
+
+test('AdamW matches hand-computed PyTorch values over three steps', () => {
+  const lr = 0.1, wd = 0.5, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  const opts = { lr, weightDecay: wd, beta1: b1, beta2: b2, eps };
+  const p = Float32Array.from([1, -2]);
+  const state = newAdamWState(2);
+  const grads = [[0.5, -1], [0.25, 2], [-1, 0]];
+  // Reference, by hand in float64: p <- p(1 - lr wd); m, v EMAs; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
+  const ref = [1, -2], m = [0, 0], v = [0, 0];
+  grads.forEach((g, k) => {
+    const t = k + 1;
+    for (let i = 0; i < 2; i++) {
+      ref[i] = ref[i]! * (1 - lr * wd);
+      m[i] = b1 * m[i]! + (1 - b1) * g[i]!;
+      v[i] = b2 * v[i]! + (1 - b2) * g[i]! ** 2;
+      ref[i] = ref[i]! - (lr / (1 - b1 ** t)) * m[i]! / (Math.sqrt(v[i]!) / Math.sqrt(1 - b2 ** t) + eps);
+    }
+    // The gradient is passed as a sum over 4 tokens with scale 1/4.
+    adamwUpdate(p, Float32Array.from(g.map((x) => 4 * x)), state, opts, t, 1 / 4);
+  });
+  // First step by hand: p0 = 1*(0.95) - 0.1 * 0.05/0.1 / (sqrt(0.00025)/sqrt(0.001)) = 0.95 - 0.1 = 0.85
+  const first = Float32Array.from([1]);
+  adamwUpdate(first, Float32Array.from([0.5]), newAdamWState(1), opts, 1);
+  assert.ok(Math.abs(first[0]! - 0.85) < 1e-6, `first step ${first[0]}`);
+  for (let i = 0; i < 2; i++) assert.ok(Math.abs(p[i]! - ref[i]!) < 1e-6, `param ${i}: ${p[i]} vs ${ref[i]}`);
+});
+
+test('shardBatch splits evenly, earlier workers take the remainder', () => {
+  assert.deepEqual(shardBatch([1, 2, 3], 2), [[1, 2], [3]]);
+  assert.deepEqual(shardBatch([1, 2], 3), [[1], [2], []]);
+  assert.deepEqual(shardBatch([1, 2, 3, 4, 5, 6, 7], 3).map((s) => s.length), [3, 2, 2]);
+  assert.throws(() => shardBatch([1], 0));
+});
+
+test('reduceGradients sums dense regions and only touched embedding rows', () => {
+  const layout = buildLayout({ vocabSize: 5, contextLength: 2, embDim: 2, nHeads: 1, nLayers: 1, dropRate: 0, qkvBias: false });
+  const a = new Float32Array(layout.totalSize).fill(1);
+  const b = new Float32Array(layout.totalSize).fill(2);
+  a.fill(0, 0, layout.tokEmb.size);
+  b.fill(7, 0, layout.tokEmb.size); // untouched rows of b hold junk that must be ignored
+  a.set([1, 1], 2 * 2); // worker 0 touched row 2
+  b.set([3, 3], 4 * 2); // worker 1 touched row 4
+  const sum = reduceGradients(layout, [a, b], [[2], [4]]);
+  assert.equal(sum, a, 'reduces in place into the first slot');
+  assert.deepEqual([...sum.subarray(0, 10)], [0, 0, 0, 0, 1, 1, 0, 0, 3, 3]);
+  assert.ok(sum.subarray(layout.tokEmb.size).every((v) => v === 3));
+  clearTouchedRows(layout, sum, unionRows([[2], [4]]));
+  assert.ok(sum.subarray(0, 10).every((v) => v === 0));
+});
+
+test('random streams are seeded and dropout masks are per sample, not per position', () => {
+  assert.deepEqual(permutation(10, 1, 2), permutation(10, 1, 2));
+  assert.notDeepEqual(permutation(10, 1, 2), permutation(10, 1, 3));
+  const r = new Rng(5);
+  let s = 0;
+  for (let i = 0; i < 10000; i++) s += r.uniform();
+  assert.ok(Math.abs(s / 10000 - 0.5) < 0.02);
+
+  const out = new Float32Array(100000);
+  fillMask(out, 0, out.length, hashKey(1, 2, 3, 4), 0.1);
+  const dropped = out.filter((v) => v === 0).length / out.length;
+  assert.ok(Math.abs(dropped - 0.1) < 0.005, `drop rate ${dropped}`);
+  assert.ok(out.every((v) => v === 0 || Math.abs(v - 1 / 0.9) < 1e-6));
+
+  const plan = { rate: 0.5, seed: 9, step: 4, sampleIds: [11, 12] };
+  const both = batchMask(plan, 3, 64);
+  const alone = batchMask({ ...plan, sampleIds: [12] }, 3, 64);
+  assert.deepEqual(both.subarray(64), alone, 'sample 12 gets the same mask in any batch position');
+  assert.notDeepEqual(both.subarray(0, 64), alone);
+  assert.notDeepEqual(batchMask({ ...plan, step: 5 }, 3, 64), both);
+});

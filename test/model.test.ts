@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { before, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
+import { loadConfig } from '../src/cli/common.js';
+import { initBackend } from '../src/model/backend.js';
+import type { DropoutPlan } from '../src/model/dropout.js';
+import { argmax, generateGreedy, nextTokenLogits } from '../src/model/generate.js';
+import { disposeWeights, uploadWeights } from '../src/model/gpt.js';
+import { initParams } from '../src/model/init.js';
+import { buildLayout } from '../src/model/layout.js';
+import { gelu, layerNorm, mm } from '../src/model/ops.js';
+import { forwardBackward, sampleLosses, type LocalBatch } from '../src/model/step.js';
+import { Rng } from '../src/util/rng.js';
+import { maxRelativeDifference } from './helpers.js';
+
+before(async () => {
+  await initBackend('wasm');
+});
+
+function randn(shape: number[], seed: number): tf.Tensor {
+  const r = new Rng(seed);
+  return tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => r.normal()), shape);
+}
+
+/** Runs fn on a backend and returns its outputs' values. */
+async function on(backend: string, fn: () => tf.Tensor[]): Promise<Float32Array[]> {
+  await tf.setBackend(backend);
+  const outs = tf.tidy(fn);
+  const vals = outs.map((t) => t.dataSync() as Float32Array);
+  tf.dispose(outs);
+  await tf.setBackend('wasm');
+  return vals;
+}
+
+test('wasm kernel replacements (Slice, SplitV, UnsortedSegmentSum) match the cpu backend', async () => {
+  const cases = (): tf.Tensor[] => {
+    const x = randn([3, 5, 7], 1);
+    const table = randn([11, 4], 2);
+    const ids = tf.tensor1d([3, 0, 3, 10, 7, 3], 'int32');
+    const dy = randn([6, 4], 3);
+    const gatherGrad = tf.grad((t: tf.Tensor) => tf.mul(tf.gather(t, ids), dy).sum())(table);
+    return [
+      tf.slice(x, [1, 2, 3], [2, 3, 4]), tf.slice(x, [0, 1, 0], [3, 1, 7]), tf.slice(randn([40], 4), [5], [30]),
+      ...tf.split(x, [1, 3, 3], 2), ...tf.split(x, 3, 0),
+      tf.unsortedSegmentSum(randn([6, 4], 5), ids, 12), gatherGrad,
+    ];
+  };
+  const cpu = await on('cpu', cases);
+  const wasm = await on('wasm', cases);
+  const sums = cpu.length - 2; // the segment sums may add in another order
+  cpu.forEach((c, i) => {
+    if (i < sums) assert.deepEqual(wasm[i], c, `case ${i}`);
+    else assert.ok(maxRelativeDifference(wasm[i]!, c) < 1e-6, `case ${i}`);
+  });
+});
+
+test('hand-written mm, LayerNorm and GELU gradients match tfjs autodiff of the plain formulas', () => {
+  const x = randn([6, 8], 10) as tf.Tensor2D;
+  const w = randn([8, 5], 11) as tf.Tensor2D;
+  const scale = randn([8], 12) as tf.Tensor1D;
+  const shift = randn([8], 13) as tf.Tensor1D;
+  const check = (ours: (...a: tf.Tensor[]) => tf.Tensor, plain: (...a: tf.Tensor[]) => tf.Tensor, args: tf.Tensor[], dySeed: number) => {
+    const y = ours(...args);
+    const dy = randn(y.shape, dySeed);
+    const close = (a: tf.Tensor, b: tf.Tensor, what: string) =>
+      assert.ok(maxRelativeDifference(a.dataSync(), b.dataSync()) < 2e-5, what);
+    close(y, plain(...args), 'value');
+    const g1 = tf.grads(ours)(args, dy);
+    const g2 = tf.grads(plain)(args, dy);
+    g1.forEach((g, i) => close(g, g2[i]!, `gradient ${i}`));
+  };
+  tf.tidy(() => {
+    check((a, b) => mm(a as tf.Tensor2D, b as tf.Tensor2D), (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D), [x, w], 20);
+    check((a, s, b) => layerNorm(a as tf.Tensor2D, s as tf.Tensor1D, b as tf.Tensor1D), (a, s, b) => {
+      const mean = tf.mean(a, -1, true);
+      const variance = tf.mean(tf.square(tf.sub(a, mean)), -1, true);
+      return tf.add(tf.mul(tf.div(tf.sub(a, mean), tf.sqrt(tf.add(variance, 1e-5))), s), b);
+    }, [x, scale, shift], 21);
+    check((a) => gelu(a), (a) => tf.mul(tf.mul(0.5, a), tf.add(1, tf.tanh(
+      tf.mul(Math.sqrt(2 / Math.PI), tf.add(a, tf.mul(0.044715, tf.pow(a, 3))))))), [x], 22);
+  });
+});
+
+function tinySetup() {
+  const model = { ...loadConfig('tiny').model, contextLength: 8, embDim: 16, nHeads: 2, nLayers: 2 };
+  const layout = buildLayout(model);
+  const flat = initParams(layout, 5);
+  const seq = (o: number) => Int32Array.from({ length: 9 }, (_, i) => (i * 7919 + o * 104729) % 50257);
+  const seqs = [seq(1), seq(2)];
+  const batch: LocalBatch = { inputs: seqs.map((s) => s.subarray(0, 8)), targets: seqs.map((s) => s.subarray(1)), sampleIds: [4, 9] };
+  return { layout, flat, batch };
+}
+
+for (const rate of [0, 0.3]) {
+  test(`block-wise backward matches finite differences on every parameter (dropout ${rate})`, () => {
+    const { layout, flat, batch } = tinySetup();
+    const plan: DropoutPlan | null = rate > 0 ? { rate, seed: 3, step: 2, sampleIds: batch.sampleIds } : null;
+    const lossAt = (w: Float32Array): number => {
+      const m = uploadWeights(layout, w);
+      try {
+        const losses = plan ? forwardBackward(layout, m, w, batch, plan, new Float32Array(layout.totalSize)).sampleLoss
+          : sampleLosses(layout, m, w, batch);
+        return losses.reduce((a, b) => a + b, 0);
+      } finally {
+        disposeWeights(m);
+      }
+    };
+    const grad = new Float32Array(layout.totalSize);
+    const m = uploadWeights(layout, flat);
+    const result = forwardBackward(layout, m, flat, batch, plan, grad);
+    disposeWeights(m);
+    assert.ok(Math.abs(result.sampleLoss.reduce((a, b) => a + b, 0) - lossAt(flat)) < 1e-3, 'forward losses agree');
+    const rng = new Rng(9);
+    const eps = 1e-2;
+    for (const spec of layout.params) {
+      const v = new Float32Array(layout.totalSize);
+      let analytic = 0;
+      for (let i = spec.offset; i < spec.offset + spec.size; i++) {
+        v[i] = 2 * rng.uniform() - 1;
+        analytic += v[i]! * grad[i]!;
+      }
+      const plus = flat.map((x, i) => x + eps * v[i]!);
+      const minus = flat.map((x, i) => x - eps * v[i]!);
+      const numeric = (lossAt(plus) - lossAt(minus)) / (2 * eps);
+      const err = Math.abs(numeric - analytic) / Math.max(0.05, Math.abs(numeric));
+      assert.ok(err < 0.02, `${spec.name}: numeric ${numeric}, analytic ${analytic}`);
+    }
+    assert.deepEqual(result.touchedRows, [...new Set([...batch.inputs[0]!, ...batch.inputs[1]!])].sort((a, b) => a - b));
+  });
+}
+
+test('greedy generation takes the argmax of the full forward, cropping the context', () => {
+  const { layout, flat } = tinySetup();
+  const m = uploadWeights(layout, flat);
+  const live = tf.memory().numTensors;
+  try {
+    const prompt = [464, 1110, 373];
+    const out = generateGreedy(layout, m, flat, prompt, 10);
+    assert.equal(out.length, 13);
+    assert.deepEqual(out.slice(0, 3), prompt);
+    const ctx = out.slice(0, 12).slice(-layout.config.contextLength);
+    assert.equal(out[12], argmax(nextTokenLogits(layout, m, flat, ctx)));
+    assert.equal(tf.memory().numTensors, live, 'generation leaves no tensors behind');
+  } finally {
+    disposeWeights(m);
+  }
+});
