@@ -5,10 +5,11 @@ import { loadConfig } from '../src/cli/common.js';
 import { initBackend } from '../src/model/backend.js';
 import type { DropoutPlan } from '../src/model/dropout.js';
 import { argmax, generateGreedy, nextTokenLogits } from '../src/model/generate.js';
-import { disposeWeights, uploadWeights } from '../src/model/gpt.js';
+import { blockBackward, blockForward, blockForwardSaving, disposeActivations } from '../src/model/block.js';
+import { blockFromList, blockList, causalBias, disposeWeights, uploadWeights } from '../src/model/gpt.js';
 import { initParams } from '../src/model/init.js';
 import { buildLayout } from '../src/model/layout.js';
-import { gelu, layerNorm, mm } from '../src/model/ops.js';
+import { gelu, geluBackward, layerNorm, layerNormBackward, matmulBackward } from '../src/model/ops.js';
 import { forwardBackward, sampleLosses, type LocalBatch } from '../src/model/step.js';
 import { Rng } from '../src/util/rng.js';
 import { maxRelativeDifference } from './helpers.js';
@@ -54,31 +55,63 @@ test('wasm kernel replacements (Slice, SplitV, UnsortedSegmentSum) match the cpu
   });
 });
 
-test('hand-written mm, LayerNorm and GELU gradients match tfjs autodiff of the plain formulas', () => {
+test('hand-written backward passes match tfjs autodiff of the plain formulas', () => {
   const x = randn([6, 8], 10) as tf.Tensor2D;
   const w = randn([8, 5], 11) as tf.Tensor2D;
   const scale = randn([8], 12) as tf.Tensor1D;
   const shift = randn([8], 13) as tf.Tensor1D;
-  const check = (ours: (...a: tf.Tensor[]) => tf.Tensor, plain: (...a: tf.Tensor[]) => tf.Tensor, args: tf.Tensor[], dySeed: number) => {
-    const y = ours(...args);
-    const dy = randn(y.shape, dySeed);
-    const close = (a: tf.Tensor, b: tf.Tensor, what: string) =>
-      assert.ok(maxRelativeDifference(a.dataSync(), b.dataSync()) < 2e-5, what);
-    close(y, plain(...args), 'value');
-    const g1 = tf.grads(ours)(args, dy);
-    const g2 = tf.grads(plain)(args, dy);
-    g1.forEach((g, i) => close(g, g2[i]!, `gradient ${i}`));
+  const close = (a: tf.Tensor, b: tf.Tensor, what: string) => {
+    const d = maxRelativeDifference(a.dataSync(), b.dataSync());
+    assert.ok(d < 2e-5, `${what}: ${d}`);
   };
   tf.tidy(() => {
-    check((a, b) => mm(a as tf.Tensor2D, b as tf.Tensor2D), (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D), [x, w], 20);
-    check((a, s, b) => layerNorm(a as tf.Tensor2D, s as tf.Tensor1D, b as tf.Tensor1D), (a, s, b) => {
+    const dy5 = randn([6, 5], 20) as tf.Tensor2D;
+    const auto = tf.grads((a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D))([x, w], dy5);
+    matmulBackward(dy5, x, w).forEach((g, i) => close(g, auto[i]!, `matmul ${i}`));
+
+    const dy8 = randn([6, 8], 21) as tf.Tensor2D;
+    const plainNorm = (a: tf.Tensor, s: tf.Tensor, b: tf.Tensor) => {
       const mean = tf.mean(a, -1, true);
       const variance = tf.mean(tf.square(tf.sub(a, mean)), -1, true);
       return tf.add(tf.mul(tf.div(tf.sub(a, mean), tf.sqrt(tf.add(variance, 1e-5))), s), b);
-    }, [x, scale, shift], 21);
-    check((a) => gelu(a), (a) => tf.mul(tf.mul(0.5, a), tf.add(1, tf.tanh(
-      tf.mul(Math.sqrt(2 / Math.PI), tf.add(a, tf.mul(0.044715, tf.pow(a, 3))))))), [x], 22);
+    };
+    const norm = layerNorm(x, scale, shift);
+    close(norm.y, plainNorm(x, scale, shift), 'layerNorm value');
+    const autoNorm = tf.grads(plainNorm)([x, scale, shift], dy8);
+    layerNormBackward(dy8, norm, scale).forEach((g, i) => close(g, autoNorm[i]!, `layerNorm ${i}`));
+
+    const plainGelu = (a: tf.Tensor) => tf.mul(tf.mul(0.5, a), tf.add(1, tf.tanh(
+      tf.mul(Math.sqrt(2 / Math.PI), tf.add(a, tf.mul(0.044715, tf.pow(a, 3)))))));
+    const g = gelu(x);
+    close(g.y, plainGelu(x), 'gelu value');
+    close(geluBackward(dy8, x, g.s), tf.grad(plainGelu)(x, dy8), 'gelu gradient');
   });
+});
+
+test("a block's hand-written backward matches tfjs autodiff of its forward (dropout on)", () => {
+  const { layout, flat } = tinySetup();
+  const m = uploadWeights(layout, flat);
+  const s = { batch: 2, time: 8, heads: 2 };
+  const D = layout.config.embDim;
+  tf.tidy(() => {
+    const bias = causalBias(s);
+    const mask = (shape: number[], seed: number) => tf.tidy(() => tf.mul(tf.cast(tf.greater(randn(shape, seed), -1), 'float32'), 1.2)) as tf.Tensor2D;
+    const masks = { attention: mask([2 * 2 * 8, 8], 31), attnShortcut: mask([16, D], 32), ffShortcut: mask([16, D], 33) };
+    const x = randn([16, D], 34) as tf.Tensor2D;
+    const dy = randn([16, D], 35) as tf.Tensor2D;
+    const block = m.blocks[1]!;
+    const params = blockList(block);
+    const auto = tf.grads((xi, ...ps) => blockForward(xi as tf.Tensor2D, blockFromList(block, ps), s, bias, masks))([x, ...params], dy);
+    const { y, acts } = blockForwardSaving(x, block, s, bias, masks);
+    const ours = blockBackward(dy, block, s, masks, acts);
+    disposeActivations(acts);
+    assert.ok(maxRelativeDifference(y.dataSync(), blockForward(x, block, s, bias, masks).dataSync()) === 0);
+    [ours.dx, ...blockList(ours.grads)].forEach((g, i) => {
+      const d = maxRelativeDifference(g.dataSync(), auto[i]!.dataSync());
+      assert.ok(d < 1e-5, `gradient ${i}: ${d}`);
+    });
+  });
+  disposeWeights(m);
 });
 
 function tinySetup() {
@@ -108,7 +141,10 @@ for (const rate of [0, 0.3]) {
     const grad = new Float32Array(layout.totalSize);
     const m = uploadWeights(layout, flat);
     const result = forwardBackward(layout, m, flat, batch, plan, grad);
+    const recomputed = new Float32Array(layout.totalSize);
+    forwardBackward(layout, m, flat, batch, plan, recomputed, 0);
     disposeWeights(m);
+    assert.deepEqual(recomputed, grad, 'recomputing every block gives the same gradient');
     assert.ok(Math.abs(result.sampleLoss.reduce((a, b) => a + b, 0) - lossAt(flat)) < 1e-3, 'forward losses agree');
     const rng = new Rng(9);
     const eps = 1e-2;

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ModelTensors } from './gpt.js';
 import type { ParamLayout } from './layout.js';
-import { mm } from './ops.js';
+
 import { hiddenStates } from './step.js';
 
 /** Logits of the next token after `context` (at most contextLength tokens). */
@@ -9,7 +9,7 @@ export function nextTokenLogits(layout: ParamLayout, m: ModelTensors, flat: Floa
   const h = hiddenStates(layout, m, flat, [Int32Array.from(context)]);
   const logits = tf.tidy(() => {
     const last = tf.slice(h, [context.length - 1, 0], [1, layout.config.embDim]);
-    return tf.concat(m.head.map((w) => mm(last, w)), 1);
+    return tf.concat(m.head.map((w) => tf.matMul(last, w)), 1);
   });
   const out = logits.dataSync() as Float32Array;
   tf.dispose([h, logits]);

@@ -1,10 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BlockParams, ParamLayout, ParamSpec } from './layout.js';
 import { paramView } from './layout.js';
-import { layerNorm, linear, gelu, mm } from './ops.js';
+import { layerNorm, tidyKeeping, type LayerNormOut } from './ops.js';
 
 /** Width of the vocabulary head's column blocks: wide single matmuls run at half speed on wasm. */
-export const HEAD_BLOCK = 8192;
+export const HEAD_BLOCK = 4096;
 
 /** The model's weights as tensors on the current backend (the embeddings stay in JS). */
 export interface ModelTensors {
@@ -107,56 +107,6 @@ export function causalBias(shape: AttentionShape): tf.Tensor2D {
   return tf.tidy(() => tf.tile(tf.tensor2d(one, [T, T]), [batch * heads, 1]) as tf.Tensor2D);
 }
 
-export interface BlockMasks {
-  attention: tf.Tensor2D;
-  attnShortcut: tf.Tensor2D;
-  ffShortcut: tf.Tensor2D;
-}
-
-/** [B*T, D] -> B*H tensors [T, hd] (transposed: [hd, T]), one per (sample, head). */
-function splitHeads(x: tf.Tensor2D, s: AttentionShape, transposed: boolean): tf.Tensor2D[] {
-  const { batch: B, time: T, heads: H } = s;
-  const hd = x.shape[1] / H;
-  const perm = transposed ? [0, 2, 3, 1] : [0, 2, 1, 3];
-  const t = tf.transpose(tf.reshape(x, [B, T, H, hd]), perm);
-  const rows = transposed ? hd : T;
-  return tf.split(tf.reshape(t, [B * H * rows, transposed ? T : hd]), B * H, 0) as tf.Tensor2D[];
-}
-
-/**
- * Causal multi-head self-attention. Heads run as plain 2-D matmuls: wasm's batched matmul is
- * ~10x slower than its 2-D one at these sizes.
- */
-function attention(x: tf.Tensor2D, p: BlockParams<tf.Tensor>, s: AttentionShape, bias: tf.Tensor2D, mask: tf.Tensor2D | null): tf.Tensor2D {
-  const { batch: B, time: T, heads: H } = s;
-  const D = x.shape[1];
-  const hd = D / H;
-  const q = tf.mul(linear(x, p.wQuery as tf.Tensor2D, p.bQuery as tf.Tensor1D | null), 1 / Math.sqrt(hd)) as tf.Tensor2D;
-  const k = linear(x, p.wKey as tf.Tensor2D, p.bKey as tf.Tensor1D | null);
-  const v = linear(x, p.wValue as tf.Tensor2D, p.bValue as tf.Tensor1D | null);
-  const qs = splitHeads(q, s, false);
-  const kts = splitHeads(k, s, true);
-  const vs = splitHeads(v, s, false);
-  const scores = tf.concat(qs.map((qi, i) => mm(qi, kts[i]!)), 0);
-  let weights = tf.softmax(tf.add(scores, bias)) as tf.Tensor2D;
-  if (mask) weights = tf.mul(weights, mask);
-  const ws = tf.split(weights, B * H, 0) as tf.Tensor2D[];
-  const ctx = tf.concat(ws.map((wi, i) => mm(wi, vs[i]!)), 0);
-  const merged = tf.reshape(tf.transpose(tf.reshape(ctx, [B, H, T, hd]), [0, 2, 1, 3]), [B * T, D]) as tf.Tensor2D;
-  return linear(merged, p.wOut as tf.Tensor2D, p.bOut as tf.Tensor1D);
-}
-
-/** One pre-LayerNorm transformer block on [B*T, D]. */
-export function blockForward(x: tf.Tensor2D, p: BlockParams<tf.Tensor>, s: AttentionShape, bias: tf.Tensor2D, masks: BlockMasks | null): tf.Tensor2D {
-  let a = attention(layerNorm(x, p.norm1Scale as tf.Tensor1D, p.norm1Shift as tf.Tensor1D), p, s, bias, masks?.attention ?? null);
-  if (masks) a = tf.mul(a, masks.attnShortcut);
-  const x1 = tf.add(x, a) as tf.Tensor2D;
-  const h = gelu(linear(layerNorm(x1, p.norm2Scale as tf.Tensor1D, p.norm2Shift as tf.Tensor1D), p.wFf1 as tf.Tensor2D, p.bFf1 as tf.Tensor1D));
-  let f = linear(h, p.wFf2 as tf.Tensor2D, p.bFf2 as tf.Tensor1D);
-  if (masks) f = tf.mul(f, masks.ffShortcut);
-  return tf.add(x1, f);
-}
-
-export function finalNorm(x: tf.Tensor2D, m: ModelTensors): tf.Tensor2D {
-  return layerNorm(x, m.finalNormScale, m.finalNormShift);
+export function finalNorm(x: tf.Tensor2D, m: ModelTensors): LayerNormOut {
+  return tidyKeeping(() => layerNorm(x, m.finalNormScale, m.finalNormShift), (r) => [r.y, r.xhat, r.rstd]);
 }

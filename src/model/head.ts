@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { floatValues } from './backend.js';
 import type { ModelTensors } from './gpt.js';
-import { mm } from './ops.js';
+
 
 export interface HeadResult {
   /** Cross-entropy of each row (token) of h. */
@@ -25,7 +25,7 @@ export function headLoss(h: tf.Tensor2D, m: ModelTensors, targets: Int32Array, w
     const start = m.headStarts[b]!;
     const width = w.shape[1];
     const [soft, lse] = tf.tidy(() => {
-      const logits = mm(h, w);
+      const logits = tf.matMul(h, w);
       const vals = floatValues(logits);
       for (let n = 0; n < N; n++) {
         const t = targets[n]! - start;
@@ -62,7 +62,7 @@ export function headLoss(h: tf.Tensor2D, m: ModelTensors, targets: Int32Array, w
       // softmax over the whole vocabulary = block softmax * exp(lse_block - lse)
       const p = tf.mul(probs[b]!, tf.exp(tf.sub(lseParts[b]!, lse)));
       const d = tf.sub(p, tf.oneHot(tf.tensor1d(local, 'int32'), width)) as tf.Tensor2D;
-      return [mm(hT, d), mm(w, tf.transpose(d))];
+      return [tf.matMul(hT, d), tf.matMul(w, tf.transpose(d))];
     });
     probs[b]!.dispose();
     if (dhT) {

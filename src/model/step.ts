@@ -2,12 +2,18 @@ import * as tf from '@tensorflow/tfjs';
 import { floatValues } from './backend.js';
 import { batchMask, siteAttention, siteAttnShortcut, siteFfShortcut, SITE_EMBEDDING, type DropoutPlan } from './dropout.js';
 import {
-  blockForward, blockFromList, blockList, causalBias, embed, finalNorm, type AttentionShape, type BlockMasks,
-  type ModelTensors,
-} from './gpt.js';
+  activationFloats, blockBackward, blockForward, blockForwardSaving, disposeActivations, type BlockActivations, type BlockMasks,
+} from './block.js';
+import { blockList, causalBias, embed, finalNorm, type AttentionShape, type ModelTensors } from './gpt.js';
 import { headLoss } from './head.js';
 import type { ParamLayout, ParamSpec } from './layout.js';
-import { layerNorm } from './ops.js';
+import { layerNormBackward } from './ops.js';
+
+/**
+ * Bytes of block activations kept from the forward for the backward. Blocks beyond the budget
+ * keep only their input and recompute their forward during the backward.
+ */
+export const DEFAULT_ACTIVATION_BUDGET = 1.25 * 2 ** 30;
 
 /** The samples one worker processes: inputs and targets of equal length, and their dataset ids. */
 export interface LocalBatch {
@@ -78,13 +84,13 @@ function writeParamGrad(grad: Float32Array, spec: ParamSpec, t: tf.Tensor): void
  * written into `grad` (the flat layout). Dense parameters are overwritten; token-embedding rows
  * are added to (the caller keeps that region zero between steps, so it stays sparse).
  *
- * Memory stays small enough for the 124M model in the wasm heap: the forward keeps only each
- * block's input, and the backward recomputes one block at a time under tf.grads, copying its
- * parameter gradients out of the heap as soon as they exist.
+ * The backward runs block by block in reverse, copying each block's parameter gradients out of
+ * the tfjs heap as soon as they exist. Blocks keep their forward activations while the budget
+ * allows; the others keep only their input and recompute their forward when their turn comes.
  */
 export function forwardBackward(
   layout: ParamLayout, m: ModelTensors, flat: Float32Array, batch: LocalBatch,
-  dropout: DropoutPlan | null, grad: Float32Array,
+  dropout: DropoutPlan | null, grad: Float32Array, activationBudget = DEFAULT_ACTIVATION_BUDGET,
 ): GradResult {
   const clock = new PhaseClock();
   const { embDim: D, nLayers: L, vocabSize: V } = layout.config;
@@ -93,45 +99,57 @@ export function forwardBackward(
   const useDropout = dropout !== null && dropout.rate > 0;
   const embMask = useDropout ? batchMask(dropout, SITE_EMBEDDING, T * D) : null;
   const bias = causalBias(s);
+  const keptBlocks = Math.floor(activationBudget / (4 * activationFloats(s, D)));
 
   const xs: tf.Tensor2D[] = [tf.tensor2d(embed(layout, flat, batch.inputs, embMask), [s.batch * T, D])];
   const masks: Array<BlockMasks | null> = [];
+  const acts: Array<BlockActivations | null> = [];
   clock.lap('embedding');
   for (let i = 0; i < L; i++) {
     const bm = useDropout ? makeBlockMasks(dropout, i, s, D) : null;
     masks.push(bm);
-    xs.push(tf.tidy(() => blockForward(xs[i]!, m.blocks[i]!, s, bias, bm)));
+    if (i < keptBlocks) {
+      const r = blockForwardSaving(xs[i]!, m.blocks[i]!, s, bias, bm);
+      xs.push(r.y);
+      acts.push(r.acts);
+    } else {
+      xs.push(blockForward(xs[i]!, m.blocks[i]!, s, bias, bm));
+      acts.push(null);
+    }
     clock.lap(`block${i}.forward`);
   }
 
-  const h = finalNorm(xs[L]!, m);
-  const head = headLoss(h, m, concatTargets(batch.targets), true);
-  h.dispose();
+  const norm = finalNorm(xs[L]!, m);
+  const head = headLoss(norm.y, m, concatTargets(batch.targets), true);
   clock.lap('head');
-  const hs = finalNormGrads(m, xs[L]!, head.dh!);
   head.dHead!.forEach((dW, b) => {
     const start = m.headStarts[b]!;
     const width = dW.shape[1];
     const vals = floatValues(dW);
     for (let r = 0; r < D; r++) grad.set(vals.subarray(r * width, (r + 1) * width), layout.outHead.offset + r * V + start);
   });
-  writeParamGrad(grad, layout.finalNormScale, hs.dScale);
-  writeParamGrad(grad, layout.finalNormShift, hs.dShift);
-  tf.dispose([head.dh!, ...head.dHead!, hs.dScale, hs.dShift]);
-  let dx = hs.dx;
+  const [dxL, dScale, dShift] = tf.tidy(() => layerNormBackward(head.dh!, norm, m.finalNormScale));
+  writeParamGrad(grad, layout.finalNormScale, dScale);
+  writeParamGrad(grad, layout.finalNormShift, dShift);
+  tf.dispose([norm.y, norm.xhat, norm.rstd, head.dh!, ...head.dHead!, dScale, dShift]);
+  let dx = dxL;
   clock.lap('head.backward');
 
   for (let i = L - 1; i >= 0; i--) {
-    const params = blockList(m.blocks[i]!);
-    const specs = blockList(layout.blocks[i]!);
     const bm = masks[i] ?? null;
-    const f = (x: tf.Tensor, ...ps: tf.Tensor[]): tf.Tensor =>
-      blockForward(x as tf.Tensor2D, blockFromList(m.blocks[i]!, ps), s, bias, bm);
-    const [dxi, ...dps] = tf.grads(f)([xs[i]!, ...params], dx);
-    dps.forEach((g, k) => writeParamGrad(grad, specs[k]!, g));
-    tf.dispose([dx, xs[i + 1]!, ...dps]);
+    let a = acts[i];
+    if (!a) {
+      const r = blockForwardSaving(xs[i]!, m.blocks[i]!, s, bias, bm);
+      r.y.dispose();
+      a = r.acts;
+    }
+    const { dx: dxi, grads } = blockBackward(dx, m.blocks[i]!, s, bm, a);
+    const specs = blockList(layout.blocks[i]!);
+    blockList(grads).forEach((g, k) => writeParamGrad(grad, specs[k]!, g));
+    disposeActivations(a);
+    tf.dispose([dx, xs[i + 1]!, ...blockList(grads)]);
     if (bm) tf.dispose([bm.attention, bm.attnShortcut, bm.ffShortcut]);
-    dx = dxi as tf.Tensor2D;
+    dx = dxi;
     clock.lap(`block${i}.backward`);
   }
 
@@ -144,13 +162,6 @@ export function forwardBackward(
     touchedRows,
     phases: clock.phases,
   };
-}
-
-function finalNormGrads(m: ModelTensors, x: tf.Tensor2D, dh: tf.Tensor2D) {
-  const f = (xi: tf.Tensor, sc: tf.Tensor, sh: tf.Tensor): tf.Tensor =>
-    layerNorm(xi as tf.Tensor2D, sc as tf.Tensor1D, sh as tf.Tensor1D);
-  const [dx, dScale, dShift] = tf.grads(f)([x, m.finalNormScale, m.finalNormShift], dh);
-  return { dx: dx as tf.Tensor2D, dScale: dScale!, dShift: dShift! };
 }
 
 /** Position-embedding gradient (dense, overwritten) and token-embedding rows (added, sparse). */
@@ -195,7 +206,7 @@ export function hiddenStates(layout: ParamLayout, m: ModelTensors, flat: Float32
     x.dispose();
     x = next;
   }
-  const h = finalNorm(x, m);
-  tf.dispose([x, bias]);
-  return h;
+  const { y, xhat, rstd } = finalNorm(x, m);
+  tf.dispose([x, bias, xhat, rstd]);
+  return y;
 }

@@ -1,0 +1,152 @@
+import * as tf from '@tensorflow/tfjs';
+import { blockList, type AttentionShape } from './gpt.js';
+import type { BlockParams } from './layout.js';
+import { columnSum, gelu, geluBackward, layerNorm, layerNormBackward, linear, matmulBackward, tidyKeeping, type LayerNormOut } from './ops.js';
+
+/** Dropout masks of one block (inverted-dropout scales, 0 where dropped). */
+export interface BlockMasks {
+  attention: tf.Tensor2D;
+  attnShortcut: tf.Tensor2D;
+  ffShortcut: tf.Tensor2D;
+}
+
+/** What the backward of a block needs from its forward. */
+export interface BlockActivations {
+  ln1: Omit<LayerNormOut, 'y'>;
+  h1: tf.Tensor2D;
+  /** Query (already scaled by 1/sqrt(head dim)), key and value projections, [B*T, D]. */
+  q: tf.Tensor2D;
+  k: tf.Tensor2D;
+  v: tf.Tensor2D;
+  /** Attention weights before dropout, per (sample, head) stacked: [B*H*T, T]. */
+  attn: tf.Tensor2D;
+  merged: tf.Tensor2D;
+  ln2: Omit<LayerNormOut, 'y'>;
+  h2: tf.Tensor2D;
+  u: tf.Tensor2D;
+  s: tf.Tensor2D;
+  g: tf.Tensor2D;
+}
+
+/** Floats a block's activations hold, for the recomputation budget. */
+export function activationFloats(s: AttentionShape, embDim: number): number {
+  const rows = s.batch * s.time;
+  return rows * embDim * 8 + rows * 4 * embDim * 3 + s.batch * s.heads * s.time * s.time + rows * 4;
+}
+
+type T2 = tf.Tensor2D;
+type T1 = tf.Tensor1D;
+
+/** [B*T, D] -> B*H pieces [T, hd] (or [hd, T] when transposed), one per (sample, head). */
+function splitHeads(x: T2, s: AttentionShape, transposed: boolean): T2[] {
+  const { batch: B, time: T, heads: H } = s;
+  const hd = x.shape[1] / H;
+  const t = tf.transpose(tf.reshape(x, [B, T, H, hd]), transposed ? [0, 2, 3, 1] : [0, 2, 1, 3]);
+  return tf.split(tf.reshape(t, transposed ? [B * H * hd, T] : [B * H * T, hd]), B * H, 0) as T2[];
+}
+
+/** Inverse of splitHeads. */
+function mergeHeads(pieces: T2[], s: AttentionShape, transposed: boolean): T2 {
+  const { batch: B, time: T, heads: H } = s;
+  const hd = transposed ? pieces[0]!.shape[0] : pieces[0]!.shape[1];
+  const stacked = tf.reshape(tf.concat(pieces, 0), transposed ? [B, H, hd, T] : [B, H, T, hd]);
+  return tf.reshape(tf.transpose(stacked, transposed ? [0, 3, 1, 2] : [0, 2, 1, 3]), [B * T, H * hd]) as T2;
+}
+
+const pairwise = (a: T2[], b: T2[]): T2[] => a.map((ai, i) => tf.matMul(ai, b[i]!));
+const maybeMask = (x: T2, mask: T2 | undefined): T2 => (mask ? (tf.mul(x, mask) as T2) : x);
+
+/**
+ * One pre-LayerNorm transformer block on [B*T, D]: causal multi-head attention and a GELU
+ * feed-forward, each with dropout on its residual branch. Heads run as plain 2-D matmuls:
+ * wasm's batched matmul is ~10x slower than its 2-D one at these sizes.
+ */
+function forward(x: T2, p: BlockParams<tf.Tensor>, s: AttentionShape, bias: T2, masks: BlockMasks | null): { y: T2; acts: BlockActivations } {
+  const hd = x.shape[1] / s.heads;
+  const ln1 = layerNorm(x, p.norm1Scale as T1, p.norm1Shift as T1);
+  const h1 = ln1.y;
+  const q = tf.mul(linear(h1, p.wQuery as T2, p.bQuery as T1 | null), 1 / Math.sqrt(hd)) as T2;
+  const k = linear(h1, p.wKey as T2, p.bKey as T1 | null);
+  const v = linear(h1, p.wValue as T2, p.bValue as T1 | null);
+  const scores = tf.concat(pairwise(splitHeads(q, s, false), splitHeads(k, s, true)), 0);
+  const attn = tf.softmax(tf.add(scores, bias)) as T2;
+  const dropped = maybeMask(attn, masks?.attention);
+  const ctx = pairwise(tf.split(dropped, s.batch * s.heads, 0) as T2[], splitHeads(v, s, false));
+  const merged = mergeHeads(ctx, s, false);
+  const x1 = tf.add(x, maybeMask(linear(merged, p.wOut as T2, p.bOut as T1), masks?.attnShortcut)) as T2;
+  const ln2 = layerNorm(x1, p.norm2Scale as T1, p.norm2Shift as T1);
+  const h2 = ln2.y;
+  const u = linear(h2, p.wFf1 as T2, p.bFf1 as T1);
+  const { y: g, s: sig } = gelu(u);
+  const y = tf.add(x1, maybeMask(linear(g, p.wFf2 as T2, p.bFf2 as T1), masks?.ffShortcut)) as T2;
+  const acts: BlockActivations = {
+    ln1: { xhat: ln1.xhat, rstd: ln1.rstd }, h1, q, k, v, attn, merged,
+    ln2: { xhat: ln2.xhat, rstd: ln2.rstd }, h2, u, s: sig, g,
+  };
+  return { y, acts };
+}
+
+function activationTensors(a: BlockActivations): tf.Tensor[] {
+  return [a.ln1.xhat, a.ln1.rstd, a.h1, a.q, a.k, a.v, a.attn, a.merged, a.ln2.xhat, a.ln2.rstd, a.h2, a.u, a.s, a.g];
+}
+
+/** The block's output, keeping nothing else. */
+export function blockForward(x: T2, p: BlockParams<tf.Tensor>, s: AttentionShape, bias: T2, masks: BlockMasks | null): T2 {
+  return tf.tidy(() => forward(x, p, s, bias, masks).y);
+}
+
+/** The block's output and the activations its backward needs (the caller disposes them). */
+export function blockForwardSaving(x: T2, p: BlockParams<tf.Tensor>, s: AttentionShape, bias: T2, masks: BlockMasks | null): { y: T2; acts: BlockActivations } {
+  return tidyKeeping(() => forward(x, p, s, bias, masks), (r) => [r.y, ...activationTensors(r.acts)]);
+}
+
+export function disposeActivations(a: BlockActivations): void {
+  tf.dispose(activationTensors(a));
+}
+
+/** Sum over rows, or null where the parameter does not exist. */
+const biasGrad = (d: T2, exists: unknown): T1 | null => (exists ? columnSum(d) : null);
+
+/** The gradient of the block's input and of its parameters, given the gradient of its output. */
+export function blockBackward(
+  dy: T2, p: BlockParams<tf.Tensor>, s: AttentionShape, masks: BlockMasks | null, a: BlockActivations,
+): { dx: T2; grads: BlockParams<tf.Tensor> } {
+  return tidyKeeping(() => {
+    const hd = dy.shape[1] / s.heads;
+    // Feed-forward branch.
+    const df = maybeMask(dy, masks?.ffShortcut);
+    const [dg, wFf2] = matmulBackward(df, a.g, p.wFf2 as T2);
+    const du = geluBackward(dg, a.u, a.s);
+    const [dh2, wFf1] = matmulBackward(du, a.h2, p.wFf1 as T2);
+    const [dx1Norm, norm2Scale, norm2Shift] = layerNormBackward(dh2, a.ln2, p.norm2Scale as T1);
+    const dx1 = tf.add(dy, dx1Norm) as T2;
+
+    // Attention branch.
+    const dOut = maybeMask(dx1, masks?.attnShortcut);
+    const [dMerged, wOut] = matmulBackward(dOut, a.merged, p.wOut as T2);
+    const dropped = maybeMask(a.attn, masks?.attention);
+    const pieces = s.batch * s.heads;
+    // ctx_i = W_i v_i:  dW_i = dctx_i v_i^T,  dv_i^T = dctx_i^T W_i
+    const dvT = pairwise(splitHeads(dMerged, s, true), tf.split(dropped, pieces, 0) as T2[]);
+    const dDropped = tf.concat(pairwise(splitHeads(dMerged, s, false), splitHeads(a.v, s, true)), 0);
+    const dAttn = maybeMask(dDropped, masks?.attention);
+    // softmax backward: dS = W * (dW - rowsum(dW * W))
+    const dScores = tf.split(tf.mul(a.attn, tf.sub(dAttn, tf.sum(tf.mul(dAttn, a.attn), -1, true))), pieces, 0) as T2[];
+    // S_i = q_i k_i^T:  dq_i = dS_i k_i,  dk_i^T = q_i^T dS_i
+    const dq = tf.mul(mergeHeads(pairwise(dScores, splitHeads(a.k, s, false)), s, false), 1 / Math.sqrt(hd)) as T2;
+    const dk = mergeHeads(pairwise(splitHeads(a.q, s, true), dScores), s, true);
+    const dv = mergeHeads(dvT, s, true);
+    const h1T = tf.transpose(a.h1);
+    const dh1 = tf.addN([
+      tf.matMul(dq, tf.transpose(p.wQuery as T2)), tf.matMul(dk, tf.transpose(p.wKey as T2)), tf.matMul(dv, tf.transpose(p.wValue as T2)),
+    ]) as T2;
+    const [dxNorm, norm1Scale, norm1Shift] = layerNormBackward(dh1, a.ln1, p.norm1Scale as T1);
+    const grads: BlockParams<tf.Tensor> = {
+      norm1Scale, norm1Shift,
+      wQuery: tf.matMul(h1T, dq), wKey: tf.matMul(h1T, dk), wValue: tf.matMul(h1T, dv),
+      bQuery: biasGrad(dq, p.bQuery), bKey: biasGrad(dk, p.bKey), bValue: biasGrad(dv, p.bValue),
+      wOut, bOut: columnSum(dOut), norm2Scale, norm2Shift, wFf1, bFf1: columnSum(du), wFf2, bFf2: columnSum(df),
+    };
+    return { dx: tf.add(dx1, dxNorm) as T2, grads };
+  }, (r) => [r.dx, ...blockList(r.grads)]);
+}
