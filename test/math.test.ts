@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { adamwUpdate, newAdamWState } from '../src/coordinator/adamw.js';
+import { adamwUpdate, newMoments } from '../src/coordinator/adamw.js';
 import { clearTouchedRows, reduceGradients, unionRows } from '../src/coordinator/reduce.js';
-import { shardBatch } from '../src/coordinator/shard.js';
+import { shardBatch, shardRange } from '../src/coordinator/shard.js';
 import { batchMask, fillMask } from '../src/model/dropout.js';
 import { buildLayout } from '../src/model/layout.js';
 import { hashKey, permutation, Rng } from '../src/util/rng.js';
@@ -11,7 +11,7 @@ test('AdamW matches hand-computed PyTorch values over three steps', () => {
   const lr = 0.1, wd = 0.5, b1 = 0.9, b2 = 0.999, eps = 1e-8;
   const opts = { lr, weightDecay: wd, beta1: b1, beta2: b2, eps };
   const p = Float32Array.from([1, -2]);
-  const state = newAdamWState(2);
+  const state = newMoments(2);
   const grads = [[0.5, -1], [0.25, 2], [-1, 0]];
   // Reference, by hand in float64: p <- p(1 - lr wd); m, v EMAs; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
   const ref = [1, -2], m = [0, 0], v = [0, 0];
@@ -28,7 +28,7 @@ test('AdamW matches hand-computed PyTorch values over three steps', () => {
   });
   // First step by hand: p0 = 1*(0.95) - 0.1 * 0.05/0.1 / (sqrt(0.00025)/sqrt(0.001)) = 0.95 - 0.1 = 0.85
   const first = Float32Array.from([1]);
-  adamwUpdate(first, Float32Array.from([0.5]), newAdamWState(1), opts, 1);
+  adamwUpdate(first, Float32Array.from([0.5]), newMoments(1), opts, 1);
   assert.ok(Math.abs(first[0]! - 0.85) < 1e-6, `first step ${first[0]}`);
   for (let i = 0; i < 2; i++) assert.ok(Math.abs(p[i]! - ref[i]!) < 1e-6, `param ${i}: ${p[i]} vs ${ref[i]}`);
 });
@@ -38,6 +38,23 @@ test('shardBatch splits evenly, earlier workers take the remainder', () => {
   assert.deepEqual(shardBatch([1, 2], 3), [[1], [2], []]);
   assert.deepEqual(shardBatch([1, 2, 3, 4, 5, 6, 7], 3).map((s) => s.length), [3, 2, 2]);
   assert.throws(() => shardBatch([1], 0));
+  assert.deepEqual(shardRange(10, 17, 3), [[10, 13], [13, 15], [15, 17]]);
+});
+
+test('AdamW over shards equals AdamW over the whole range', () => {
+  const r = new Rng(3);
+  const n = 1001;
+  const p = Float32Array.from({ length: n }, () => r.normal());
+  const g = Float32Array.from({ length: n }, () => r.normal());
+  const opts = { lr: 1e-3, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+  const whole = p.slice(); const mw = newMoments(n);
+  const parts = p.slice(); const mp = newMoments(n);
+  for (let t = 1; t <= 3; t++) {
+    adamwUpdate(whole, g, mw, opts, t, 0.5);
+    for (const [s, e] of shardRange(0, n, 4)) adamwUpdate(parts, g, mp, opts, t, 0.5, s, e);
+  }
+  assert.deepEqual(parts, whole);
+  assert.deepEqual(mp.v, mw.v);
 });
 
 test('reduceGradients sums dense regions and only touched embedding rows', () => {

@@ -1,3 +1,4 @@
+import type { AdamWMoments, AdamWOptions } from '../coordinator/adamw.js';
 import type { ReplyFor, WorkerTask } from './protocol.js';
 
 /**
@@ -13,6 +14,12 @@ export interface WorkerGroup {
   gradient(slot: number): Float32Array;
   publish(version: number): Promise<void>;
   run<T extends WorkerTask>(slot: number, task: T): Promise<ReplyFor<T>>;
+  /** AdamW moments in the flat layout. */
+  readonly moments: AdamWMoments;
+  /** Sums the gradients of slots[1..] into slots[0] over [start, end). */
+  reduce(slots: number[], start: number, end: number): Promise<void>;
+  /** One AdamW step on `weights` and `moments` with the gradient in `slot`. */
+  adamw(slot: number, t: number, gradScale: number, options: AdamWOptions): Promise<void>;
   close(): Promise<void>;
 }
 

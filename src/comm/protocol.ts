@@ -3,6 +3,7 @@
  * (worker threads today; WebSocket frames for remote nodes). Gradients and weights do not travel
  * in these messages: they live in buffers the transport owns (shared memory for threads).
  */
+import type { AdamWOptions } from '../coordinator/adamw.js';
 import type { BackendChoice, BackendName } from '../model/backend.js';
 import type { ModelConfig } from '../model/config.js';
 
@@ -44,7 +45,27 @@ export interface GenerateTask {
   maxNewTokens: number;
 }
 
-export type WorkerTask = HelloTask | TrainTask | LossTask | GenerateTask;
+/** Sum the dense gradient of slots[1..] into slots[0] over [start, end) (shared memory only). */
+export interface ReduceTask {
+  kind: 'reduce';
+  start: number;
+  end: number;
+  slots: number[];
+}
+
+/** One AdamW step over parameters [start, end) with the gradient in `slot` (shared memory only). */
+export interface AdamWTask {
+  kind: 'adamw';
+  start: number;
+  end: number;
+  slot: number;
+  /** 1-based optimizer step, for bias correction. */
+  t: number;
+  gradScale: number;
+  options: AdamWOptions;
+}
+
+export type WorkerTask = HelloTask | TrainTask | LossTask | GenerateTask | ReduceTask | AdamWTask;
 
 /** Fields every reply carries, for the coordinator's timing and memory reports. */
 export interface ReplyStats {
@@ -80,7 +101,15 @@ export interface GenerateReply extends ReplyStats {
   tokens: number[];
 }
 
-export type WorkerReply = HelloReply | TrainReply | LossReply | GenerateReply;
+export interface ReduceReply extends ReplyStats {
+  kind: 'reduce';
+}
+
+export interface AdamWReply extends ReplyStats {
+  kind: 'adamw';
+}
+
+export type WorkerReply = HelloReply | TrainReply | LossReply | GenerateReply | ReduceReply | AdamWReply;
 export type ReplyFor<T extends WorkerTask> = Extract<WorkerReply, { kind: T['kind'] }>;
 
 /** What every worker is told once, at start-up. */

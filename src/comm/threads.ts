@@ -1,5 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
+import type { AdamWMoments, AdamWOptions } from '../coordinator/adamw.js';
+import { shardRange } from '../coordinator/shard.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { ModelConfig } from '../model/config.js';
 import { errorMessage } from '../util/errors.js';
@@ -13,6 +15,8 @@ export interface ThreadSetup {
   weights: SharedArrayBuffer;
   version: SharedArrayBuffer;
   gradients: SharedArrayBuffer[];
+  adamM: SharedArrayBuffer;
+  adamV: SharedArrayBuffer;
   /** Test hook: make a worker fail on purpose (see worker/thread.ts). */
   fault: string | null;
 }
@@ -22,10 +26,12 @@ const THREAD_ENTRY = fileURLToPath(new URL('../worker/thread.js', import.meta.ur
 /**
  * Worker threads on this machine via piscina. Weights live in one SharedArrayBuffer that every
  * thread reads; each slot's gradient lives in its own SharedArrayBuffer; nothing large is
- * serialised. Piscina threads are interchangeable: a task names the slot it writes.
+ * serialised. Piscina threads are interchangeable: a task names the slot it writes. The
+ * reduction and the AdamW step run sharded across the same threads, on shared memory.
  */
 export class ThreadGroup implements WorkerGroup {
   readonly weights: Float32Array;
+  readonly moments: AdamWMoments;
   private readonly versionCell: Int32Array;
   private readonly gradients: Float32Array[];
   private readonly pool: Piscina<WorkerTask, WorkerReply>;
@@ -38,7 +44,10 @@ export class ThreadGroup implements WorkerGroup {
       weights: new SharedArrayBuffer(bytes),
       version: new SharedArrayBuffer(4),
       gradients: Array.from({ length: size }, () => new SharedArrayBuffer(bytes)),
+      adamM: new SharedArrayBuffer(bytes),
+      adamV: new SharedArrayBuffer(bytes),
     };
+    this.moments = { m: new Float32Array(setup.adamM), v: new Float32Array(setup.adamV) };
     this.weights = new Float32Array(setup.weights);
     this.versionCell = new Int32Array(setup.version);
     this.gradients = setup.gradients.map((b) => new Float32Array(b));
@@ -72,6 +81,16 @@ export class ThreadGroup implements WorkerGroup {
     }
   }
 
+  async reduce(slots: number[], start: number, end: number): Promise<void> {
+    await Promise.all(shardRange(start, end, this.size).map(([s, e], k) =>
+      this.run(k, { kind: 'reduce', start: s, end: e, slots })));
+  }
+
+  async adamw(slot: number, t: number, gradScale: number, options: AdamWOptions): Promise<void> {
+    await Promise.all(shardRange(0, this.weights.length, this.size).map(([s, e], k) =>
+      this.run(k, { kind: 'adamw', start: s, end: e, slot, t, gradScale, options })));
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -89,5 +108,9 @@ function describe(task: WorkerTask): string {
       return 'generation';
     case 'hello':
       return 'start-up';
+    case 'reduce':
+      return 'gradient reduction';
+    case 'adamw':
+      return `optimizer step ${task.t}`;
   }
 }

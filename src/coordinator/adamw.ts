@@ -9,28 +9,28 @@ export interface AdamWOptions {
 
 export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.999, eps: 1e-8 } as const;
 
-export interface AdamWState {
-  /** Number of steps taken so far. */
-  step: number;
+/** First and second moments, in the parameters' flat layout. */
+export interface AdamWMoments {
   m: Float32Array;
   v: Float32Array;
 }
 
-export function newAdamWState(size: number): AdamWState {
-  return { step: 0, m: new Float32Array(size), v: new Float32Array(size) };
+export function newMoments(size: number): AdamWMoments {
+  return { m: new Float32Array(size), v: new Float32Array(size) };
 }
 
 /**
  * One AdamW step in place over params[start, end), with gradient `grad * gradScale` (the scale
  * turns the reduced gradient sum into the gradient of the mean loss without another pass).
- * `t` is the 1-based step number used for bias correction.
+ * `t` is the 1-based step number used for bias correction. Ranges are independent, so shards
+ * can be updated in parallel.
  */
 export function adamwUpdate(
-  params: Float32Array, grad: Float32Array, state: AdamWState, opts: AdamWOptions, t: number,
+  params: Float32Array, grad: Float32Array, moments: AdamWMoments, opts: AdamWOptions, t: number,
   gradScale = 1, start = 0, end = params.length,
 ): void {
   const { lr, weightDecay, beta1, beta2, eps } = opts;
-  const { m, v } = state;
+  const { m, v } = moments;
   const decay = 1 - lr * weightDecay;
   const stepSize = lr / (1 - beta1 ** t);
   const bc2Sqrt = Math.sqrt(1 - beta2 ** t);

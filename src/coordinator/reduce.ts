@@ -1,23 +1,42 @@
 import type { ParamLayout } from '../model/layout.js';
 
 /**
- * All-reduce of worker gradient sums into the first contributing slot, in place. The dense part
- * (everything after the token embedding, which is contiguous) is summed element-wise; of the
- * token embedding only the rows each worker touched are added.
+ * All-reduce of worker gradient sums, in place into the first contributing slot. The dense part
+ * (every parameter after the token embedding, a contiguous range) is summed element-wise; of the
+ * token embedding only the rows each worker touched are added, so it stays sparse.
  */
+
+/** target[i] += each source[i] for i in [start, end). */
+export function sumInto(target: Float32Array, sources: Float32Array[], start: number, end: number): void {
+  for (const src of sources) {
+    for (let i = start; i < end; i++) target[i]! += src[i]!;
+  }
+}
+
+/** [start, end) of the dense part of the gradient. */
+export function denseRange(layout: ParamLayout): [number, number] {
+  return [layout.tokEmb.offset + layout.tokEmb.size, layout.totalSize];
+}
+
+/** Adds the token-embedding rows each other slot touched into the first slot. */
+export function reduceEmbeddingRows(layout: ParamLayout, slots: Float32Array[], touched: number[][]): void {
+  const [target, ...rest] = slots;
+  const D = layout.config.embDim;
+  rest.forEach((src, k) => {
+    for (const row of touched[k + 1] ?? []) {
+      const o = layout.tokEmb.offset + row * D;
+      for (let d = 0; d < D; d++) target![o + d]! += src[o + d]!;
+    }
+  });
+}
+
+/** The whole reduction on the calling thread; returns the slot holding the sum. */
 export function reduceGradients(layout: ParamLayout, slots: Float32Array[], touched: number[][]): Float32Array {
   const [target, ...rest] = slots;
   if (!target) throw new Error('reduceGradients: no gradient slots');
-  const denseStart = layout.tokEmb.offset + layout.tokEmb.size;
-  const end = layout.totalSize;
-  const D = layout.config.embDim;
-  rest.forEach((src, k) => {
-    for (let i = denseStart; i < end; i++) target[i]! += src[i]!;
-    for (const row of touched[k + 1] ?? []) {
-      const o = layout.tokEmb.offset + row * D;
-      for (let d = 0; d < D; d++) target[o + d]! += src[o + d]!;
-    }
-  });
+  const [start, end] = denseRange(layout);
+  sumInto(target, rest, start, end);
+  reduceEmbeddingRows(layout, slots, touched);
   return target;
 }
 

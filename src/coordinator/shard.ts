@@ -15,3 +15,16 @@ export function shardBatch<T>(items: T[], workers: number): T[][] {
   }
   return shards;
 }
+
+/** Splits [start, end) into `parts` contiguous ranges whose lengths differ by at most one. */
+export function shardRange(start: number, end: number, parts: number): Array<[number, number]> {
+  const n = end - start;
+  const ranges: Array<[number, number]> = [];
+  let s = start;
+  for (let k = 0; k < parts; k++) {
+    const len = Math.floor(n / parts) + (k < n % parts ? 1 : 0);
+    ranges.push([s, s + len]);
+    s += len;
+  }
+  return ranges;
+}

@@ -6,11 +6,11 @@ import { epochBatches, evalTrainBatches, orderedBatches, type SplitData } from '
 import { decode, encode } from '../data/tokenizer.js';
 import type { RunConfig } from '../model/config.js';
 import type { ParamLayout } from '../model/layout.js';
-import { ADAMW_DEFAULTS, adamwUpdate, newAdamWState } from './adamw.js';
+import { ADAMW_DEFAULTS } from './adamw.js';
 import { meanBatchLosses, samplesOf } from './evaluate.js';
 import { median, MetricsLog, type StepRecord } from './metrics.js';
 import { ProgressBar } from './progress.js';
-import { clearTouchedRows, reduceGradients, unionRows } from './reduce.js';
+import { clearTouchedRows, denseRange, reduceEmbeddingRows, unionRows } from './reduce.js';
 import { shardBatch } from './shard.js';
 
 export interface TrainOptions {
@@ -54,7 +54,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   writeFileSync(samplesPath, '');
   const weights = group.weights;
   weights.set(opts.initialWeights);
-  const adam = newAdamWState(layout.totalSize);
   const adamOpts = { lr: tc.lr, weightDecay: tc.weightDecay, ...ADAMW_DEFAULTS };
   const stepsPerEpoch = Math.floor(data.train.size / tc.batchSize);
   const totalSteps = Math.min(stepsPerEpoch * tc.epochs, opts.maxSteps ?? Infinity);
@@ -88,14 +87,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         group.run(slot, { kind: 'train', step, version, slot, samples: s, dropout: { rate: config.model.dropRate, seed: tc.seed } })));
       const t1 = performance.now();
 
-      const slots = active.map(({ slot }) => group.gradient(slot));
+      const slotIds = active.map(({ slot }) => slot);
+      const slots = slotIds.map((slot) => group.gradient(slot));
       const touched = replies.map((r) => r.touchedRows);
-      const reduced = reduceGradients(layout, slots, touched);
+      reduceEmbeddingRows(layout, slots, touched);
+      if (slotIds.length > 1) await group.reduce(slotIds, ...denseRange(layout));
       const tokens = replies.reduce((n, r) => n + r.tokens, 0);
       const t2 = performance.now();
-      adamwUpdate(weights, reduced, adam, adamOpts, step + 1, 1 / tokens);
+      await group.adamw(slotIds[0]!, step + 1, 1 / tokens, adamOpts);
       const t3 = performance.now();
-      clearTouchedRows(layout, reduced, unionRows(touched));
+      clearTouchedRows(layout, slots[0]!, unionRows(touched));
       slots.slice(1).forEach((g, k) => clearTouchedRows(layout, g, touched[k + 1]!));
       version += 1;
       await group.publish(version);

@@ -3,6 +3,8 @@ import * as tf from '@tensorflow/tfjs';
 import type {
   GenerateReply, HelloReply, LossReply, LossTask, ReplyBody, ReplyStats, Sample, TrainReply, TrainTask, WorkerReply, WorkerTask,
 } from '../comm/protocol.js';
+import { adamwUpdate, type AdamWMoments } from '../coordinator/adamw.js';
+import { sumInto } from '../coordinator/reduce.js';
 import { initBackend, wasmHeapBytes, type BackendChoice, type BackendName } from '../model/backend.js';
 import type { ModelConfig } from '../model/config.js';
 import { generateGreedy } from '../model/generate.js';
@@ -16,6 +18,8 @@ export interface ReplicaStore {
   /** Version of the weights currently in `weights`. */
   version(): number;
   gradient(slot: number): Float32Array;
+  /** AdamW moments, when the optimizer step is sharded across the workers (shared memory). */
+  moments: AdamWMoments | null;
 }
 
 function inputsOf(samples: Sample[]) {
@@ -55,6 +59,13 @@ export class Replica {
         return this.train(task);
       case 'loss':
         return this.loss(task);
+      case 'reduce':
+        sumInto(this.store.gradient(task.slots[0]!), task.slots.slice(1).map((k) => this.store.gradient(k)), task.start, task.end);
+        return { kind: 'reduce' };
+      case 'adamw':
+        if (!this.store.moments) throw new Error('this worker holds no optimizer state');
+        adamwUpdate(this.store.weights, this.store.gradient(task.slot), this.store.moments, task.options, task.t, task.gradScale, task.start, task.end);
+        return { kind: 'adamw' };
       case 'generate': {
         const m = this.weightsFor(task.version);
         const tokens = generateGreedy(this.layout, m, this.store.weights, task.prompt, task.maxNewTokens);

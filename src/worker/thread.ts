@@ -8,6 +8,7 @@ const setup = workerData as ThreadSetup;
 const weights = new Float32Array(setup.weights);
 const version = new Int32Array(setup.version);
 const gradients = setup.gradients.map((b) => new Float32Array(b));
+const moments = { m: new Float32Array(setup.adamM), v: new Float32Array(setup.adamV) };
 
 let replica: Promise<Replica> | null = null;
 
@@ -28,6 +29,7 @@ export default async function run(task: WorkerTask): Promise<WorkerReply> {
     weights,
     version: () => Atomics.load(version, 0),
     gradient: (slot) => gradients[slot]!,
+    moments,
   });
   const r = await replica;
   injectFault(task);
