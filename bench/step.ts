@@ -13,7 +13,8 @@ import { forwardFlops, trainStepFlops } from '../src/model/flops.js';
 import { disposeWeights, uploadWeights } from '../src/model/gpt.js';
 import { initParams } from '../src/model/init.js';
 import { buildLayout } from '../src/model/layout.js';
-import { forwardBackward, sampleLosses } from '../src/model/step.js';
+import { sampleLosses } from '../src/model/inference.js';
+import { forwardBackward } from '../src/model/step.js';
 import { Rng } from '../src/util/rng.js';
 
 const { values: args } = parseArgs({

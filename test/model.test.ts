@@ -4,13 +4,15 @@ import * as tf from '@tensorflow/tfjs';
 import { loadConfig } from '../src/cli/common.js';
 import { initBackend } from '../src/model/backend.js';
 import type { DropoutPlan } from '../src/model/dropout.js';
-import { argmax, generateGreedy, nextTokenLogits } from '../src/model/generate.js';
+import { generate, nextTokenLogits } from '../src/model/generate.js';
+import { argmax, pickToken } from '../src/model/sampling.js';
 import { blockBackward, blockForward, blockForwardSaving, disposeActivations } from '../src/model/block.js';
 import { blockFromList, blockList, causalBias, disposeWeights, uploadWeights } from '../src/model/gpt.js';
 import { initParams } from '../src/model/init.js';
 import { buildLayout } from '../src/model/layout.js';
 import { gelu, geluBackward, layerNorm, layerNormBackward, matmulBackward } from '../src/model/ops.js';
-import { forwardBackward, sampleLosses, type LocalBatch } from '../src/model/step.js';
+import { sampleLosses } from '../src/model/inference.js';
+import { forwardBackward, type LocalBatch } from '../src/model/step.js';
 import { Rng } from '../src/util/rng.js';
 import { maxRelativeDifference } from './helpers.js';
 
@@ -165,19 +167,40 @@ for (const rate of [0, 0.3]) {
   });
 }
 
-test('greedy generation takes the argmax of the full forward, cropping the context', () => {
+test('greedy generation with the key-value cache equals the argmax of full forwards, past the context length', () => {
   const { layout, flat } = tinySetup();
   const m = uploadWeights(layout, flat);
   const live = tf.memory().numTensors;
   try {
     const prompt = [464, 1110, 373];
-    const out = generateGreedy(layout, m, flat, prompt, 10);
+    const out = generate(layout, m, flat, prompt, 10, argmax);
     assert.equal(out.length, 13);
     assert.deepEqual(out.slice(0, 3), prompt);
-    const ctx = out.slice(0, 12).slice(-layout.config.contextLength);
-    assert.equal(out[12], argmax(nextTokenLogits(layout, m, flat, ctx)));
+    for (let n = 3; n < 13; n++) {
+      const context = out.slice(0, n).slice(-layout.config.contextLength);
+      assert.equal(out[n], argmax(nextTokenLogits(layout, m, flat, context)), `token ${n}`);
+    }
     assert.equal(tf.memory().numTensors, live, 'generation leaves no tensors behind');
+    const sample = (seed: number) => {
+      const rng = new Rng(seed);
+      return generate(layout, m, flat, prompt, 6, (l) => pickToken(l, { temperature: 1.5, topK: 40 }, rng));
+    };
+    assert.deepEqual(sample(7), sample(7), 'sampling is reproducible with a seed');
+    assert.notDeepEqual(sample(7), sample(8));
   } finally {
     disposeWeights(m);
   }
+});
+
+test('sampling: temperature 0 is argmax, top-k keeps the k best, draws follow the softmax', () => {
+  const logits = Float32Array.from([1, 3, 2, 0.5]);
+  assert.equal(pickToken(logits, { temperature: 0, topK: 0 }, new Rng(1)), 1);
+  const rng = new Rng(2);
+  const counts = [0, 0, 0, 0];
+  for (let i = 0; i < 20000; i++) counts[pickToken(logits, { temperature: 1, topK: 2 }, rng)]!++;
+  assert.equal(counts[0]! + counts[3]!, 0, 'only the top 2 are drawn');
+  const p1 = Math.exp(3) / (Math.exp(3) + Math.exp(2));
+  assert.ok(Math.abs(counts[1]! / 20000 - p1) < 0.015, `${counts}`);
+  const one = new Rng(5);
+  assert.ok(Array.from({ length: 50 }, () => pickToken(logits, { temperature: 2, topK: 1 }, one)).every((t) => t === 1));
 });

@@ -5,54 +5,44 @@ import { hideBin } from 'yargs/helpers';
 import { WorkerError } from '../comm/group.js';
 import { BACKENDS, type BackendChoice } from '../model/backend.js';
 import { errorMessage, UsageError } from '../util/errors.js';
-import { DEFAULT_CONFIG } from './common.js';
+import { evaluateCheckpoint } from './evaluate.js';
+import { generateText } from './generate.js';
 import { inspect } from './inspect.js';
+import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './options.js';
 import { runTrain } from './train.js';
 
 const log = (line: string) => console.log(line);
 
-function positiveInt(name: string) {
-  return (v: number | undefined) => {
-    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new UsageError(`--${name} must be a positive integer, got ${v}`);
-    return v;
-  };
-}
-
-function nonNegativeInt(name: string) {
-  return (v: number | undefined) => {
-    if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new UsageError(`--${name} must be a non-negative integer, got ${v}`);
-    return v;
-  };
-}
-
-function positiveNumber(name: string, allowZero = false) {
-  return (v: number | undefined) => {
-    if (v !== undefined && (!Number.isFinite(v) || v < 0 || (!allowZero && v === 0))) {
-      throw new UsageError(`--${name} must be a ${allowZero ? 'non-negative' : 'positive'} number, got ${v}`);
-    }
-    return v;
-  };
-}
-
-const configOption = {
-  config: { type: 'string', default: DEFAULT_CONFIG, describe: 'config file, or a shipped config name (gpt2-124m-verdict, tiny)' },
+const dataOptions = {
+  config: { type: 'string', describe: 'config file, or a shipped config name: gpt2-124m-verdict (default), tiny' },
   data: { type: 'string', describe: 'the-verdict.txt (else $VERDICT_PATH, the cache, or a download)' },
+} as const;
+
+const runtimeOptions = {
+  workers: { type: 'number', default: availableParallelism(), describe: 'worker threads', coerce: positiveInt('workers') },
+  backend: { choices: BACKENDS, default: 'auto' as BackendChoice, describe: 'tfjs backend: auto takes tensorflow (tfjs-node) if installed, else wasm' },
+} as const;
+
+const checkpointOption = {
+  checkpoint: { type: 'string', demandOption: true, describe: 'a run directory, or a .safetensors file (with --config)' },
 } as const;
 
 function trainOptions(y: Argv) {
   return y.options({
-    ...configOption,
-    workers: { type: 'number', default: availableParallelism(), describe: 'worker threads', coerce: positiveInt('workers') },
-    epochs: { type: 'number', describe: 'epochs (overrides the config)', coerce: positiveInt('epochs') },
-    'max-steps': { type: 'number', describe: 'stop after this many optimizer steps', coerce: positiveInt('max-steps') },
+    ...dataOptions,
+    ...runtimeOptions,
+    epochs: { type: 'number', describe: 'epochs (overrides the config; may extend a resumed run)', coerce: positiveInt('epochs') },
+    'max-steps': { type: 'number', describe: 'stop after this many optimizer steps in all', coerce: positiveInt('max-steps') },
     lr: { type: 'number', describe: 'AdamW learning rate', coerce: positiveNumber('lr') },
-    'weight-decay': { type: 'number', describe: 'AdamW decoupled weight decay', coerce: positiveNumber('weight-decay', true) },
+    'weight-decay': { type: 'number', describe: 'AdamW decoupled weight decay', coerce: nonNegativeNumber('weight-decay') },
     'batch-size': { type: 'number', describe: 'global batch size (samples per step, split across workers)', coerce: positiveInt('batch-size') },
     seed: { type: 'number', describe: 'seed of weights, data order and dropout', coerce: nonNegativeInt('seed') },
     'eval-freq': { type: 'number', describe: 'evaluate every N steps', coerce: positiveInt('eval-freq') },
     'eval-iter': { type: 'number', describe: 'batches per evaluation', coerce: positiveInt('eval-iter') },
     out: { type: 'string', describe: 'run directory (default runs/<timestamp>)' },
-    backend: { choices: BACKENDS, default: 'auto' as BackendChoice, describe: 'tfjs backend: auto takes tensorflow (tfjs-node) if installed, else wasm' },
+    resume: { type: 'string', describe: 'continue the run in this directory from its checkpoint' },
+    'init-from': { type: 'string', describe: 'start from these weights (.safetensors, reference PyTorch names)' },
+    'checkpoint-every': { type: 'number', default: 50, describe: 'checkpoint every N steps (also at the end and on Ctrl-C)', coerce: positiveInt('checkpoint-every') },
     fault: { type: 'string', hidden: true },
   });
 }
@@ -65,13 +55,37 @@ export function buildCli(argv: string[]) {
       await runTrain({
         config: a.config, data: a.data, out: a.out, backend: a.backend, workers: a.workers ?? availableParallelism(),
         maxSteps: a['max-steps'], epochs: a.epochs, lr: a.lr, weightDecay: a['weight-decay'], batchSize: a['batch-size'],
-        seed: a.seed, evalFreq: a['eval-freq'], evalIter: a['eval-iter'], fault: a.fault,
+        seed: a.seed, evalFreq: a['eval-freq'], evalIter: a['eval-iter'], resume: a.resume, initFrom: a['init-from'],
+        checkpointEvery: a['checkpoint-every'], fault: a.fault,
       }, log);
     })
-    .command('inspect', 'print model and data sizes as JSON', (y) => y.options(configOption), async (a) => {
+    .command('evaluate', 'train and val loss of a checkpoint, as JSON', (y) => y.options({
+      ...checkpointOption, ...dataOptions, ...runtimeOptions,
+      batches: { type: 'number', describe: 'batches per split (default: the config\'s evalIter)', coerce: positiveInt('batches') },
+    }), async (a) => {
+      log(JSON.stringify(await evaluateCheckpoint({
+        checkpoint: a.checkpoint, config: a.config, data: a.data, batches: a.batches, workers: a.workers ?? availableParallelism(), backend: a.backend,
+      })));
+    })
+    .command('generate', 'continue a prompt with a trained model', (y) => y.options({
+      ...checkpointOption,
+      config: dataOptions.config,
+      prompt: { type: 'string', demandOption: true, describe: 'text to continue' },
+      'max-new-tokens': { type: 'number', default: 50, describe: 'tokens to generate', coerce: positiveInt('max-new-tokens') },
+      temperature: { type: 'number', default: 0, describe: '0 = greedy; else sample from softmax(logits / T)', coerce: nonNegativeNumber('temperature') },
+      'top-k': { type: 'number', default: 0, describe: 'sample only among the k most likely tokens (0 = all)', coerce: nonNegativeInt('top-k') },
+      seed: { type: 'number', default: 123, describe: 'seed of the sampling', coerce: nonNegativeInt('seed') },
+      backend: runtimeOptions.backend,
+    }), async (a) => {
+      log(await generateText({
+        checkpoint: a.checkpoint, config: a.config, prompt: a.prompt, maxNewTokens: a['max-new-tokens'] ?? 50,
+        temperature: a.temperature ?? 0, topK: a['top-k'] ?? 0, seed: a.seed ?? 123, backend: a.backend,
+      }));
+    })
+    .command('inspect', 'print model and data sizes as JSON', (y) => y.options(dataOptions), async (a) => {
       log(JSON.stringify(await inspect({ config: a.config, data: a.data })));
     })
-    .demandCommand(1, 'name a command: train or inspect')
+    .demandCommand(1, 'name a command: train, evaluate, generate or inspect')
     .strict()
     .help()
     .version(false)
@@ -87,9 +101,9 @@ async function main(): Promise<void> {
   try {
     await buildCli(hideBin(process.argv)).parseAsync();
   } catch (err) {
-    console.error(`gpt-ddp: ${errorMessage(err).replace(/\s*\n\s*/g, " ")}`);
+    console.error(`gpt-ddp: ${errorMessage(err).replace(/\s*\n\s*/g, ' ')}`);
     process.exitCode = err instanceof UsageError ? 2 : 1;
-    if (!(err instanceof UsageError || err instanceof WorkerError) && err instanceof Error && process.env.GPT_DDP_DEBUG) {
+    if (!(err instanceof UsageError || err instanceof WorkerError) && process.env.GPT_DDP_DEBUG && err instanceof Error) {
       console.error(err.stack);
     }
   }

@@ -1,4 +1,4 @@
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 export interface StepTiming {
   /** Slowest worker's compute time: the step's critical path. */
@@ -45,12 +45,25 @@ export interface SampleRecord {
 
 export type MetricRecord = StepRecord | EvalRecord | SampleRecord;
 
+/** Whether a record describes work done before a run position (steps completed, next epoch). */
+function before(r: MetricRecord, at: { step: number; epoch: number }): boolean {
+  return r.type === 'sample' ? r.epoch - 1 < at.epoch : r.step < at.step;
+}
+
 /** metrics.jsonl: one JSON object a line, appended as it happens so a crash loses nothing. */
 export class MetricsLog {
   readonly records: MetricRecord[] = [];
 
-  constructor(readonly path: string) {
-    writeFileSync(path, '');
+  /**
+   * Starts a new log, or, when resuming at `resumeAt`, keeps the records of the work before that
+   * position (dropping any a crash left after the checkpoint) and appends from there.
+   */
+  constructor(readonly path: string, resumeAt: { step: number; epoch: number } | null = null) {
+    if (resumeAt && existsSync(path)) {
+      const lines = readFileSync(path, 'utf8').split('\n').filter((l) => l.trim() !== '');
+      this.records.push(...lines.map((l) => JSON.parse(l) as MetricRecord).filter((r) => before(r, resumeAt)));
+    }
+    writeFileSync(path, this.records.map((r) => `${JSON.stringify(r)}\n`).join(''));
   }
 
   write(record: MetricRecord): void {

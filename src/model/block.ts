@@ -61,17 +61,23 @@ const maybeMask = (x: T2, mask: T2 | undefined): T2 => (mask ? (tf.mul(x, mask) 
  * feed-forward, each with dropout on its residual branch. Heads run as plain 2-D matmuls:
  * wasm's batched matmul is ~10x slower than its 2-D one at these sizes.
  */
-function forward(x: T2, p: BlockParams<tf.Tensor>, s: AttentionShape, bias: T2, masks: BlockMasks | null): { y: T2; acts: BlockActivations } {
+function forward(
+  x: T2, p: BlockParams<tf.Tensor>, s: AttentionShape, bias: T2, masks: BlockMasks | null, past: KeyValues | null = null,
+): { y: T2; acts: BlockActivations } {
   const hd = x.shape[1] / s.heads;
   const ln1 = layerNorm(x, p.norm1Scale as T1, p.norm1Shift as T1);
   const h1 = ln1.y;
   const q = tf.mul(linear(h1, p.wQuery as T2, p.bQuery as T1 | null), 1 / Math.sqrt(hd)) as T2;
-  const k = linear(h1, p.wKey as T2, p.bKey as T1 | null);
-  const v = linear(h1, p.wValue as T2, p.bValue as T1 | null);
-  const scores = tf.concat(pairwise(splitHeads(q, s, false), splitHeads(k, s, true)), 0);
+  const newK = linear(h1, p.wKey as T2, p.bKey as T1 | null);
+  const newV = linear(h1, p.wValue as T2, p.bValue as T1 | null);
+  // With cached keys and values (one sequence), the queries attend the past positions too.
+  const k = past ? (tf.concat([past.k, newK], 0) as T2) : newK;
+  const v = past ? (tf.concat([past.v, newV], 0) as T2) : newV;
+  const keyShape = { ...s, time: k.shape[0] / s.batch };
+  const scores = tf.concat(pairwise(splitHeads(q, s, false), splitHeads(k, keyShape, true)), 0);
   const attn = tf.softmax(tf.add(scores, bias)) as T2;
   const dropped = maybeMask(attn, masks?.attention);
-  const ctx = pairwise(tf.split(dropped, s.batch * s.heads, 0) as T2[], splitHeads(v, s, false));
+  const ctx = pairwise(tf.split(dropped, s.batch * s.heads, 0) as T2[], splitHeads(v, keyShape, false));
   const merged = mergeHeads(ctx, s, false);
   const x1 = tf.add(x, maybeMask(linear(merged, p.wOut as T2, p.bOut as T1), masks?.attnShortcut)) as T2;
   const ln2 = layerNorm(x1, p.norm2Scale as T1, p.norm2Shift as T1);
@@ -93,6 +99,20 @@ function activationTensors(a: BlockActivations): tf.Tensor[] {
 /** The block's output, keeping nothing else. */
 export function blockForward(x: T2, p: BlockParams<tf.Tensor>, s: AttentionShape, bias: T2, masks: BlockMasks | null): T2 {
   return tf.tidy(() => forward(x, p, s, bias, masks).y);
+}
+
+/** Keys and values of the positions seen so far, [positions, D] (a key-value cache entry). */
+export interface KeyValues {
+  k: T2;
+  v: T2;
+}
+
+/** Inference with a key-value cache: the block's output and the keys and values including the new rows. */
+export function blockForwardCached(x: T2, p: BlockParams<tf.Tensor>, s: AttentionShape, bias: T2, past: KeyValues | null): { y: T2; present: KeyValues } {
+  return tidyKeeping(() => {
+    const { y, acts } = forward(x, p, s, bias, null, past);
+    return { y, present: { k: acts.k, v: acts.v } };
+  }, (r) => [r.y, r.present.k, r.present.v]);
 }
 
 /** The block's output and the activations its backward needs (the caller disposes them). */

@@ -75,7 +75,7 @@ export function disposeWeights(m: ModelTensors): void {
  * Token plus position embeddings of a local batch, computed in JS from the flat weights
  * ([B*T, D], row b*T + t), times the embedding dropout mask when given.
  */
-export function embed(layout: ParamLayout, flat: Float32Array, inputs: Int32Array[], mask: Float32Array | null): Float32Array {
+export function embed(layout: ParamLayout, flat: Float32Array, inputs: Int32Array[], mask: Float32Array | null, firstPosition = 0): Float32Array {
   const D = layout.config.embDim;
   const tok = paramView(flat, layout.tokEmb);
   const pos = paramView(flat, layout.posEmb);
@@ -85,7 +85,7 @@ export function embed(layout: ParamLayout, flat: Float32Array, inputs: Int32Arra
     for (let t = 0; t < T; t++) {
       const o = (b * T + t) * D;
       const tr = ids[t]! * D;
-      const pr = t * D;
+      const pr = (firstPosition + t) * D;
       for (let d = 0; d < D; d++) out[o + d] = tok[tr + d]! + pos[pr + d]!;
     }
   });
@@ -99,12 +99,16 @@ export interface AttentionShape {
   heads: number;
 }
 
-/** Additive causal mask for the stacked per-head scores [B*H*T, T]: 0 on and below the diagonal. */
-export function causalBias(shape: AttentionShape): tf.Tensor2D {
+/**
+ * Additive causal mask for the stacked per-head scores [B*H*T, past + T] of T queries that follow
+ * `past` cached positions: query i may attend keys 0 .. past + i.
+ */
+export function causalBias(shape: AttentionShape, past = 0): tf.Tensor2D {
   const { batch, time: T, heads } = shape;
-  const one = new Float32Array(T * T);
-  for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) one[i * T + j] = -1e9;
-  return tf.tidy(() => tf.tile(tf.tensor2d(one, [T, T]), [batch * heads, 1]) as tf.Tensor2D);
+  const keys = past + T;
+  const one = new Float32Array(T * keys);
+  for (let i = 0; i < T; i++) for (let j = past + i + 1; j < keys; j++) one[i * keys + j] = -1e9;
+  return tf.tidy(() => tf.tile(tf.tensor2d(one, [T, keys]), [batch * heads, 1]) as tf.Tensor2D);
 }
 
 export function finalNorm(x: tf.Tensor2D, m: ModelTensors): LayerNormOut {

@@ -42,11 +42,11 @@ class PhaseClock {
   }
 }
 
-function shapeOf(layout: ParamLayout, batch: { inputs: Int32Array[] }): AttentionShape {
+export function shapeOf(layout: ParamLayout, batch: { inputs: Int32Array[] }): AttentionShape {
   return { batch: batch.inputs.length, time: batch.inputs[0]!.length, heads: layout.config.nHeads };
 }
 
-function concatTargets(targets: Int32Array[]): Int32Array {
+export function concatTargets(targets: Int32Array[]): Int32Array {
   const out = new Int32Array(targets.reduce((n, t) => n + t.length, 0));
   let o = 0;
   for (const t of targets) {
@@ -56,7 +56,7 @@ function concatTargets(targets: Int32Array[]): Int32Array {
   return out;
 }
 
-function sumPerSample(rowLoss: Float32Array, samples: number, T: number): number[] {
+export function sumPerSample(rowLoss: Float32Array, samples: number, T: number): number[] {
   const out: number[] = [];
   for (let b = 0; b < samples; b++) {
     let s = 0;
@@ -185,28 +185,4 @@ function embeddingGrad(layout: ParamLayout, grad: Float32Array, inputs: Int32Arr
     }
   });
   return [...touched].sort((a, b) => a - b);
-}
-
-/** Summed token loss of each sample, dropout off, as the training loop's evaluation uses. */
-export function sampleLosses(layout: ParamLayout, m: ModelTensors, flat: Float32Array, batch: { inputs: Int32Array[]; targets: Int32Array[] }): number[] {
-  const s = shapeOf(layout, batch);
-  const h = hiddenStates(layout, m, flat, batch.inputs);
-  const { rowLoss } = headLoss(h, m, concatTargets(batch.targets), false);
-  h.dispose();
-  return sumPerSample(rowLoss, s.batch, s.time);
-}
-
-/** Final-norm hidden states [B*T, D] of a batch of equal-length inputs, dropout off. */
-export function hiddenStates(layout: ParamLayout, m: ModelTensors, flat: Float32Array, inputs: Int32Array[]): tf.Tensor2D {
-  const s = shapeOf(layout, { inputs });
-  const bias = causalBias(s);
-  let x = tf.tensor2d(embed(layout, flat, inputs, null), [s.batch * s.time, layout.config.embDim]);
-  for (const block of m.blocks) {
-    const next = tf.tidy(() => blockForward(x, block, s, bias, null));
-    x.dispose();
-    x = next;
-  }
-  const { y, xhat, rstd } = finalNorm(x, m);
-  tf.dispose([x, bias, xhat, rstd]);
-  return y;
 }

@@ -7,10 +7,12 @@ import { adamwUpdate, type AdamWMoments } from '../coordinator/adamw.js';
 import { sumInto } from '../coordinator/reduce.js';
 import { initBackend, wasmHeapBytes, type BackendChoice, type BackendName } from '../model/backend.js';
 import type { ModelConfig } from '../model/config.js';
-import { generateGreedy } from '../model/generate.js';
+import { generate } from '../model/generate.js';
+import { argmax } from '../model/sampling.js';
 import { disposeWeights, uploadWeights, type ModelTensors } from '../model/gpt.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
-import { forwardBackward, sampleLosses } from '../model/step.js';
+import { sampleLosses } from '../model/inference.js';
+import { forwardBackward } from '../model/step.js';
 
 /** Where a replica reads the published weights and writes its gradients. */
 export interface ReplicaStore {
@@ -68,7 +70,7 @@ export class Replica {
         return { kind: 'adamw' };
       case 'generate': {
         const m = this.weightsFor(task.version);
-        const tokens = generateGreedy(this.layout, m, this.store.weights, task.prompt, task.maxNewTokens);
+        const tokens = generate(this.layout, m, this.store.weights, task.prompt, task.maxNewTokens, argmax);
         return { kind: 'generate', tokens } satisfies ReplyBody<GenerateReply>;
       }
     }

@@ -1,0 +1,40 @@
+import { ThreadGroup } from '../comm/threads.js';
+import { meanBatchLosses } from '../coordinator/evaluate.js';
+import { evalTrainBatches, orderedBatches } from '../data/dataset.js';
+import { loadVerdict } from '../data/verdict.js';
+import type { BackendChoice } from '../model/backend.js';
+import { loadModelArg } from './checkpoint-args.js';
+import { prepareData } from './common.js';
+
+export interface EvaluateArgs {
+  checkpoint: string;
+  config?: string;
+  data?: string;
+  batches?: number;
+  workers: number;
+  backend: BackendChoice;
+}
+
+/**
+ * Train and val loss of a checkpoint, dropout off, computed as the training loop's evaluation
+ * after the checkpoint's last step (the same draw of training batches).
+ */
+export async function evaluateCheckpoint(args: EvaluateArgs): Promise<Record<string, number | string>> {
+  const model = loadModelArg(args.checkpoint, args.config);
+  const tc = model.config.training;
+  const data = prepareData((await loadVerdict(args.data)).text, model.config);
+  const batches = args.batches ?? tc.evalIter;
+  const group = new ThreadGroup(args.workers, model.config.model, model.layout.totalSize, args.backend);
+  try {
+    group.weights.set(model.weights);
+    await group.publish(0);
+    const trainBatches = evalTrainBatches(data.train.size, tc.batchSize, tc.seed, Math.max(0, model.step - 1), batches);
+    const valBatches = orderedBatches(data.val.size, tc.batchSize, batches);
+    const [trainLoss, valLoss] = await meanBatchLosses(group, 0, [
+      { data: data.train, batches: trainBatches }, { data: data.val, batches: valBatches },
+    ], tc.batchSize);
+    return { checkpoint: args.checkpoint, step: model.step, trainLoss: trainLoss!, valLoss: valLoss!, trainBatches: trainBatches.length, valBatches: valBatches.length };
+  } finally {
+    await group.close();
+  }
+}
