@@ -5,6 +5,8 @@ import { hideBin } from 'yargs/helpers';
 import { WorkerError } from '../comm/group.js';
 import { BACKENDS, type BackendChoice } from '../model/backend.js';
 import { errorMessage, UsageError } from '../util/errors.js';
+import { reportTable } from '../report/compare-report.js';
+import { runCompare, runReport } from './compare.js';
 import { evaluateCheckpoint } from './evaluate.js';
 import { generateText } from './generate.js';
 import { inspect } from './inspect.js';
@@ -12,6 +14,12 @@ import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from '
 import { runTrain } from './train.js';
 
 const log = (line: string) => console.log(line);
+
+function parseWorkerList(text: string): number[] {
+  const list = text.split(',').map((w) => Number(w.trim()));
+  if (list.some((w) => !Number.isInteger(w) || w < 1)) throw new UsageError(`--workers must be a comma-separated list of positive integers, got "${text}"`);
+  return list;
+}
 
 const dataOptions = {
   config: { type: 'string', describe: 'config file, or a shipped config name: gpt2-124m-verdict (default), tiny' },
@@ -82,10 +90,35 @@ export function buildCli(argv: string[]) {
         temperature: a.temperature ?? 0, topK: a['top-k'] ?? 0, seed: a.seed ?? 123, backend: a.backend,
       }));
     })
+    .command('compare', 'train the same run with each worker count; plots and a table', (y) => y.options({
+      ...dataOptions,
+      workers: { type: 'string', default: '1,2', describe: 'comma-separated worker counts' },
+      epochs: { type: 'number', describe: 'epochs (overrides the config)', coerce: positiveInt('epochs') },
+      'max-steps': { type: 'number', describe: 'stop each run after this many steps', coerce: positiveInt('max-steps') },
+      out: { type: 'string', describe: 'comparison directory (default runs/compare-<timestamp>)' },
+      'target-loss': { type: 'number', default: 2.0, describe: 'train loss whose time-to-reach the table reports', coerce: positiveNumber('target-loss') },
+      force: { type: 'boolean', default: false, describe: 'recompute runs already finished in --out' },
+      quick: { type: 'boolean', default: false, describe: 'the tiny config for 3 epochs (about two minutes)' },
+      backend: runtimeOptions.backend,
+    }), async (a) => {
+      const report = await runCompare({
+        workers: parseWorkerList(a.workers ?? '1,2'), config: a.config, epochs: a.epochs, maxSteps: a['max-steps'], out: a.out,
+        data: a.data, backend: a.backend, targetLoss: a['target-loss'] ?? 2, force: a.force ?? false, quick: a.quick ?? false,
+      }, log);
+      log(reportTable(report));
+    })
+    .command('report <runs..>', 'draw the comparison report from existing run directories', (y) => y
+      .positional('runs', { type: 'string', array: true, demandOption: true, describe: 'run directories' })
+      .options({
+        out: { type: 'string', demandOption: true, describe: 'report directory' },
+        'target-loss': { type: 'number', default: 2.0, describe: 'train loss whose time-to-reach the table reports', coerce: positiveNumber('target-loss') },
+      }), async (a) => {
+      log(reportTable(await runReport(a.runs as string[], a.out, a['target-loss'] ?? 2)));
+    })
     .command('inspect', 'print model and data sizes as JSON', (y) => y.options(dataOptions), async (a) => {
       log(JSON.stringify(await inspect({ config: a.config, data: a.data })));
     })
-    .demandCommand(1, 'name a command: train, evaluate, generate or inspect')
+    .demandCommand(1, 'name a command: train, evaluate, generate, compare, report or inspect')
     .strict()
     .help()
     .version(false)

@@ -23,6 +23,8 @@ export interface StepRecord extends StepTiming {
   /** Peak wasm heap of the workers (0 on other backends) and their live tensors after the step. */
   heapBytes: number;
   liveTensors: number;
+  /** Bytes of weights and gradients copied between buffers this step (see README). */
+  bytesMoved: number;
 }
 
 export interface EvalRecord {

@@ -64,7 +64,7 @@ const seconds = (ms: number) => ms / 1000;
 interface StepOutcome {
   loss: number;
   tokens: number;
-  timing: StepTiming & { stepSec: number; workers: number; heapBytes: number; liveTensors: number };
+  timing: StepTiming & { stepSec: number; workers: number; heapBytes: number; liveTensors: number; bytesMoved: number };
 }
 
 /**
@@ -98,6 +98,12 @@ async function dataParallelStep(
 
   const workerComputeSec = replies.map((r) => seconds(r.computeMs));
   const computeSec = Math.max(...workerComputeSec);
+  const [denseStart, denseEnd] = denseRange(layout);
+  const dense = denseEnd - denseStart;
+  const rowsMoved = touched.reduce((n, rows) => n + rows.length, 0) * layout.config.embDim;
+  // Floats copied: weights into each worker's backend (all but the embeddings, read in place),
+  // dense gradients and touched embedding rows out of each, other workers' gradients into the sum.
+  const floatsMoved = active.length * (dense - layout.posEmb.size) + active.length * dense + rowsMoved + (active.length - 1) * dense;
   return {
     loss: replies.reduce((s, r) => s + r.sampleLoss.reduce((a, b) => a + b, 0), 0) / tokens,
     tokens,
@@ -105,6 +111,7 @@ async function dataParallelStep(
       stepSec: seconds(t4 - t0), workers: active.length, computeSec, waitSec: Math.max(0, seconds(t1 - t0) - computeSec),
       reduceSec: seconds(t2 - t1), optimizerSec: seconds(t3 - t2), publishSec: seconds(t4 - t3), workerComputeSec,
       heapBytes: Math.max(...replies.map((r) => r.heapBytes)), liveTensors: Math.max(...replies.map((r) => r.numTensors)),
+      bytesMoved: 4 * floatsMoved,
     },
   };
 }

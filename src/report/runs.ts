@@ -1,0 +1,104 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { EvalRecord, MetricRecord, StepRecord } from '../coordinator/metrics.js';
+import { median } from '../coordinator/metrics.js';
+import { UsageError } from '../util/errors.js';
+
+/** What a finished run directory says about itself (summary.json and metrics.jsonl). */
+export interface RunData {
+  dir: string;
+  summary: RunSummary;
+  steps: StepRecord[];
+  evals: EvalRecord[];
+}
+
+export interface RunSummary {
+  config: string;
+  parameters: number;
+  backend: string;
+  workers: number;
+  steps: number;
+  epochs: number;
+  tokensSeen: number;
+  totalSec: number;
+  medianStepSec: number;
+  interrupted: boolean;
+}
+
+export function readRun(dir: string): RunData {
+  const summaryPath = join(dir, 'summary.json');
+  const metricsPath = join(dir, 'metrics.jsonl');
+  if (!existsSync(summaryPath) || !existsSync(metricsPath)) {
+    throw new UsageError(`${dir} is not a finished run (summary.json or metrics.jsonl is missing)`);
+  }
+  let summary: RunSummary;
+  let records: MetricRecord[];
+  try {
+    summary = JSON.parse(readFileSync(summaryPath, 'utf8')) as RunSummary;
+    records = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as MetricRecord);
+  } catch (err) {
+    throw new UsageError(`${dir}: unreadable run files (${(err as Error).message})`);
+  }
+  return {
+    dir, summary,
+    steps: records.filter((r): r is StepRecord => r.type === 'step'),
+    evals: records.filter((r): r is EvalRecord => r.type === 'eval'),
+  };
+}
+
+export type Phase = 'computeSec' | 'waitSec' | 'reduceSec' | 'optimizerSec' | 'publishSec';
+export const PHASES: Array<[Phase, string]> = [
+  ['computeSec', 'compute'], ['waitSec', 'waiting'], ['reduceSec', 'reduce'], ['optimizerSec', 'optimizer'], ['publishSec', 'publish'],
+];
+
+/** One row of the comparison table. */
+export interface RunRow {
+  label: string;
+  dir: string;
+  workers: number;
+  steps: number;
+  totalSec: number;
+  medianStepSec: number;
+  tokensPerSec: number;
+  /** Against the baseline run (1 worker if present), by median step time. */
+  speedup: number;
+  efficiency: number;
+  /** Wall-clock seconds until an evaluation's train loss first reached the target; null if never. */
+  timeToTargetSec: number | null;
+  finalTrainLoss: number | null;
+  finalValLoss: number | null;
+  bytesPerStep: number;
+  phases: Record<Phase, number>;
+}
+
+/** The comparison table; the baseline is the run with the fewest workers. */
+export function compareRows(runs: RunData[], targetLoss: number): RunRow[] {
+  const sorted = [...runs].sort((a, b) => a.summary.workers - b.summary.workers);
+  const base = sorted[0]!;
+  const baseStep = median(base.steps.map((s) => s.stepSec));
+  const counts = new Map<number, number>();
+  for (const r of sorted) counts.set(r.summary.workers, (counts.get(r.summary.workers) ?? 0) + 1);
+  return sorted.map((run) => {
+    const stepSec = median(run.steps.map((s) => s.stepSec));
+    const speedup = baseStep / stepSec;
+    const reached = run.evals.find((e) => e.trainLoss <= targetLoss);
+    const last = run.evals.at(-1);
+    const lastStep = run.steps.at(-1);
+    return {
+      label: `${run.summary.workers} worker${run.summary.workers === 1 ? '' : 's'}${counts.get(run.summary.workers)! > 1 ? ` (${basename(run.dir)})` : ''}`,
+      dir: run.dir,
+      workers: run.summary.workers,
+      steps: run.steps.length,
+      totalSec: run.summary.totalSec,
+      medianStepSec: stepSec,
+      tokensPerSec: (lastStep?.tokensSeen ?? 0) / run.steps.reduce((s, r) => s + r.stepSec, 0),
+      speedup,
+      efficiency: speedup / (run.summary.workers / base.summary.workers),
+      timeToTargetSec: reached?.elapsedSec ?? null,
+      finalTrainLoss: last?.trainLoss ?? null,
+      finalValLoss: last?.valLoss ?? null,
+      bytesPerStep: median(run.steps.map((s) => s.bytesMoved)),
+      phases: Object.fromEntries(PHASES.map(([k]) => [k, median(run.steps.map((s) => s[k]))])) as Record<Phase, number>,
+    };
+  });
+}

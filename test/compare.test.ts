@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { inflateSync } from 'node:zlib';
+import type { CompareReport } from '../src/report/compare-report.js';
+import { readRun } from '../src/report/runs.js';
+import { CLI, VERDICT } from './helpers.js';
+
+/** Decodes a PNG far enough to prove it is one: chunks, header, and pixel data of the right size. */
+function decodePng(buf: Buffer): { width: number; height: number } {
+  assert.deepEqual([...buf.subarray(0, 8)], [137, 80, 78, 71, 13, 10, 26, 10], 'PNG signature');
+  let offset = 8;
+  let width = 0, height = 0, bytesPerPixel = 0;
+  const idat: Buffer[] = [];
+  for (;;) {
+    const length = buf.readUInt32BE(offset);
+    const type = buf.subarray(offset + 4, offset + 8).toString('latin1');
+    const data = buf.subarray(offset + 8, offset + 8 + length);
+    if (type === 'IHDR') {
+      width = data.readUInt32BE(0);
+      height = data.readUInt32BE(4);
+      assert.equal(data[8], 8, 'bit depth');
+      bytesPerPixel = ({ 0: 1, 2: 3, 4: 2, 6: 4 } as Record<number, number>)[data[9]!]!;
+    }
+    if (type === 'IDAT') idat.push(data);
+    offset += 12 + length;
+    if (type === 'IEND') break;
+  }
+  const pixels = inflateSync(Buffer.concat(idat));
+  assert.equal(pixels.length, height * (1 + width * bytesPerPixel), 'pixel data matches the header');
+  return { width, height };
+}
+
+function cli(args: string[]) {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 600_000, env: { ...process.env, VERDICT_PATH: VERDICT } });
+}
+
+test('compare --quick on 1 and 2 workers: every file, coinciding curves, real PNGs, reuse', () => {
+  const out = join(mkdtempSync(join(tmpdir(), 'gpt-ddp-compare-')), 'cmp');
+  const r = cli(['compare', '--quick', '--workers', '1,2', '--out', out]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /\[run 1\/2, 1 worker\] starting/);
+  assert.match(r.stdout, /\[run 2\/2, 2 workers\] Ep 3 \(Step 000\d{3}\)/);
+  for (const f of ['report.md', 'report.html', 'compare.json', ...['loss-vs-time', 'loss-vs-tokens', 'step-breakdown'].flatMap((p) => [`${p}.png`, `${p}.svg`])]) {
+    assert.ok(existsSync(join(out, f)), f);
+  }
+  const report = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')) as CompareReport;
+  assert.deepEqual(report.rows.map((row) => row.workers), [1, 2]);
+  assert.equal(report.rows[0]!.speedup, 1);
+  for (const row of report.rows) {
+    assert.equal(row.steps, 3 * 72);
+    assert.ok(row.bytesPerStep > 0 && row.medianStepSec > 0 && row.finalValLoss! > 0);
+  }
+  for (const [name, size] of Object.entries(report.plots)) {
+    assert.deepEqual(decodePng(readFileSync(join(out, name))), size, name);
+    assert.ok(size.width > 500 && size.height > 100);
+  }
+  const html = readFileSync(join(out, 'report.html'), 'utf8');
+  assert.equal((html.match(/<svg/g) ?? []).length, 3, 'plots embedded');
+  const md = readFileSync(join(out, 'report.md'), 'utf8');
+  assert.ok(md.includes('| 1 worker |') && md.includes('| 2 workers |') && md.includes('![loss-vs-time](loss-vs-time.png)'), md);
+
+  const [one, two] = [1, 2].map((w) => readRun(join(out, `workers-${w}`)).evals);
+  assert.equal(one!.length, two!.length);
+  one!.forEach((e, i) => {
+    const o = two![i]!;
+    assert.equal(e.tokensSeen, o.tokensSeen);
+    assert.ok(Math.abs(e.trainLoss - o.trainLoss) <= 1e-5 * e.trainLoss && Math.abs(e.valLoss - o.valLoss) <= 1e-5 * e.valLoss, `eval ${i}`);
+  });
+
+  const again = cli(['compare', '--quick', '--workers', '1,2', '--out', out]);
+  assert.equal(again.status, 0, again.stderr);
+  assert.match(again.stdout, /\[run 1\/2, 1 worker\] reusing the finished run/);
+  assert.match(again.stdout, /\[run 2\/2, 2 workers\] reusing the finished run/);
+
+  const elsewhere = join(out, 'again');
+  const rep = cli(['report', join(out, 'workers-1'), join(out, 'workers-2'), '--out', elsewhere]);
+  assert.equal(rep.status, 0, rep.stderr);
+  assert.deepEqual((JSON.parse(readFileSync(join(elsewhere, 'compare.json'), 'utf8')) as CompareReport).rows, report.rows);
+  assert.equal(cli(['report', join(out, 'nope'), '--out', elsewhere]).status, 2);
+  assert.equal(cli(['compare', '--workers', '1,x', '--out', elsewhere]).status, 2);
+});
