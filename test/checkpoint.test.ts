@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,6 +113,24 @@ test('3 steps + resume + 3 steps equals 6 steps; checkpoints are atomic and cons
   const clash = cli(['train', '--resume', dir, '--lr', '0.1']);
   assert.equal(clash.status, 2);
   assert.match(clash.stderr, /--lr cannot change on --resume/);
+});
+
+test('Ctrl-C stops after the current step with a checkpoint that --resume continues', async () => {
+  const out = join(tmp(), 'sigint');
+  const child = spawn(process.execPath, [CLI, 'train', '--config', 'tiny', '--workers', '2', '--out', out, '--max-steps', '400'],
+    { env: { ...process.env, VERDICT_PATH: VERDICT }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  while (!stdout.includes('Step 000010')) await new Promise((r) => setTimeout(r, 100));
+  child.kill('SIGINT');
+  assert.equal(await exited, 130, stdout);
+  assert.match(stdout, /stopped: \d+ steps .* continue with --resume/);
+  const steps = readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"type":"step"')).length;
+  const state = JSON.parse(readFileSync(join(out, TRAINER_FILE), 'utf8')) as { step: number };
+  assert.equal(state.step, steps);
+  const resumed = await runTrain({ resume: out, data: VERDICT, backend: 'wasm', workers: 2, maxSteps: steps + 2 }, quiet);
+  assert.equal(resumed.steps, steps + 2);
 });
 
 test('--init-from starts from given weights; evaluate and generate read checkpoints', async () => {

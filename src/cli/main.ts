@@ -60,12 +60,13 @@ export function buildCli(argv: string[]) {
     .scriptName('gpt-ddp')
     .usage('$0 <command> [options]\n\nData-parallel GPT-2 pretraining on TensorFlow.js.')
     .command('train', 'train a GPT on The Verdict with a coordinator and worker threads', trainOptions, async (a) => {
-      await runTrain({
+      const run = await runTrain({
         config: a.config, data: a.data, out: a.out, backend: a.backend, workers: a.workers ?? availableParallelism(),
         maxSteps: a['max-steps'], epochs: a.epochs, lr: a.lr, weightDecay: a['weight-decay'], batchSize: a['batch-size'],
         seed: a.seed, evalFreq: a['eval-freq'], evalIter: a['eval-iter'], resume: a.resume, initFrom: a['init-from'],
         checkpointEvery: a['checkpoint-every'], fault: a.fault,
       }, log);
+      if (run.interrupted) process.exitCode = 130;
     })
     .command('evaluate', 'train and val loss of a checkpoint, as JSON', (y) => y.options({
       ...checkpointOption, ...dataOptions, ...runtimeOptions,

@@ -162,7 +162,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   outer: for (; pos.epoch < tc.epochs; pos.epoch++, pos.batchInEpoch = 0) {
     const batches = epochBatches(data.train.size, tc.batchSize, tc.seed, pos.epoch);
-    for (; pos.batchInEpoch < batches.length; pos.batchInEpoch++) {
+    while (pos.batchInEpoch < batches.length) {
       if (pos.step >= totalSteps) break outer;
       if (opts.shouldStop?.()) {
         interrupted = true;
@@ -185,14 +185,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         say(`Ep ${pos.epoch + 1} (Step ${String(step).padStart(6, '0')}): Train loss ${trainLoss!.toFixed(3)}, Val loss ${valLoss!.toFixed(3)}`);
       }
       pos.step += 1;
-      const done = pos.step - start.step;
-      const eta = (elapsed() - start.elapsedSec) / done * (totalSteps - pos.step);
-      opts.progress?.update(pos.step, { loss: r.loss.toFixed(3), 'tok/s': ((pos.tokensSeen - start.tokensSeen) / (elapsed() - start.elapsedSec)).toFixed(0) }, eta);
-      if (opts.checkpointEvery && pos.step % opts.checkpointEvery === 0 && pos.step < totalSteps) {
-        pos.batchInEpoch += 1;
-        save();
-        pos.batchInEpoch -= 1;
-      }
+      pos.batchInEpoch += 1;
+      const runSec = elapsed() - start.elapsedSec;
+      opts.progress?.update(pos.step, { loss: r.loss.toFixed(3), 'tok/s': ((pos.tokensSeen - start.tokensSeen) / runSec).toFixed(0) },
+        (runSec / (pos.step - start.step)) * (totalSteps - pos.step));
+      if (opts.checkpointEvery && pos.step % opts.checkpointEvery === 0 && pos.step < totalSteps) save();
     }
     if (tc.sampleTokens > 0) {
       const reply = await group.run(0, { kind: 'generate', version: pos.step, prompt: encode(tc.startContext), maxNewTokens: tc.sampleTokens });
