@@ -41,7 +41,9 @@ function matmulRate(): number {
   const times: number[] = [];
   for (let i = 0; i < 8; i++) {
     const t0 = performance.now();
-    tf.tidy(() => tf.matMul(a, b).dataSync());
+    const c = tf.matMul(a, b);
+    c.dataSync();
+    c.dispose();
     if (i > 0) times.push((performance.now() - t0) / 1000);
   }
   tf.dispose([a, b]);
