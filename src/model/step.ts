@@ -116,24 +116,26 @@ export function forwardBackward(
       xs.push(blockForward(xs[i]!, m.blocks[i]!, s, bias, bm));
       acts.push(null);
     }
-    clock.lap(`block${i}.forward`);
+    clock.lap(`block ${i} forward`);
   }
 
   const norm = finalNorm(xs[L]!, m);
   const head = headLoss(norm.y, m, concatTargets(batch.targets), true);
-  clock.lap('head');
+  clock.lap('head: logits, loss and backward');
   head.dHead!.forEach((dW, b) => {
     const start = m.headStarts[b]!;
     const width = dW.shape[1];
     const vals = floatValues(dW);
     for (let r = 0; r < D; r++) grad.set(vals.subarray(r * width, (r + 1) * width), layout.outHead.offset + r * V + start);
   });
+  clock.lap('gradient extraction');
   const [dxL, dScale, dShift] = tf.tidy(() => layerNormBackward(head.dh!, norm, m.finalNormScale));
+  clock.lap('final norm backward');
   writeParamGrad(grad, layout.finalNormScale, dScale);
   writeParamGrad(grad, layout.finalNormShift, dShift);
   tf.dispose([norm.y, norm.xhat, norm.rstd, head.dh!, ...head.dHead!, dScale, dShift]);
   let dx = dxL;
-  clock.lap('head.backward');
+  clock.lap('gradient extraction');
 
   for (let i = L - 1; i >= 0; i--) {
     const bm = masks[i] ?? null;
@@ -144,18 +146,19 @@ export function forwardBackward(
       a = r.acts;
     }
     const { dx: dxi, grads } = blockBackward(dx, m.blocks[i]!, s, bm, a);
+    clock.lap(`block ${i} backward${acts[i] ? '' : ' (recomputed)'}`);
     const specs = blockList(layout.blocks[i]!);
     blockList(grads).forEach((g, k) => writeParamGrad(grad, specs[k]!, g));
     disposeActivations(a);
     tf.dispose([dx, xs[i + 1]!, ...blockList(grads)]);
     if (bm) tf.dispose([bm.attention, bm.attnShortcut, bm.ffShortcut]);
     dx = dxi;
-    clock.lap(`block${i}.backward`);
+    clock.lap('gradient extraction');
   }
 
   const touchedRows = embeddingGrad(layout, grad, batch.inputs, floatValues(dx).slice(), embMask);
   tf.dispose([dx, xs[0]!, bias]);
-  clock.lap('embedding.backward');
+  clock.lap('embedding backward');
   return {
     sampleLoss: sumPerSample(head.rowLoss, s.batch, T),
     tokens: s.batch * T,
