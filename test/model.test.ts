@@ -7,7 +7,7 @@ import type { DropoutPlan } from '../src/model/dropout.js';
 import { generate, nextTokenLogits } from '../src/model/generate.js';
 import { argmax, pickToken } from '../src/model/sampling.js';
 import { blockBackward, blockForward, blockForwardSaving, disposeActivations } from '../src/model/block.js';
-import { blockFromList, blockList, causalBias, disposeWeights, uploadWeights } from '../src/model/gpt.js';
+import { blockList, causalBias, disposeWeights, mapBlock, uploadWeights } from '../src/model/gpt.js';
 import { initParams } from '../src/model/init.js';
 import { buildLayout } from '../src/model/layout.js';
 import { gelu, geluBackward, layerNorm, layerNormBackward, matmulBackward } from '../src/model/ops.js';
@@ -103,7 +103,9 @@ test("a block's hand-written backward matches tfjs autodiff of its forward (drop
     const dy = randn([16, D], 35) as tf.Tensor2D;
     const block = m.blocks[1]!;
     const params = blockList(block);
-    const auto = tf.grads((xi, ...ps) => blockForward(xi as tf.Tensor2D, blockFromList(block, ps), s, bias, masks))([x, ...params], dy);
+    // The block's parameters as tf.grads arguments, in layout order.
+    const fromList = (ps: tf.Tensor[]) => { let i = 0; return mapBlock(block, () => ps[i++]!); };
+    const auto = tf.grads((xi, ...ps) => blockForward(xi as tf.Tensor2D, fromList(ps), s, bias, masks))([x, ...params], dy);
     const { y, acts } = blockForwardSaving(x, block, s, bias, masks);
     const ours = blockBackward(dy, block, s, masks, acts);
     disposeActivations(acts);

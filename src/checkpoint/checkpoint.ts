@@ -1,7 +1,7 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AdamWMoments } from '../coordinator/adamw.js';
-import { parseRunConfig, type ModelConfig, type RunConfig } from '../model/config.js';
+import { parseRunConfig, type RunConfig } from '../model/config.js';
 import { paramView, type ParamLayout, type ParamSpec } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
 import { readSafetensors, writeFileAtomic, writeSafetensors, type NamedTensor, type SafetensorsFile } from './safetensors.js';
@@ -147,19 +147,4 @@ export function loadCheckpoint(dir: string, layout: ParamLayout): Checkpoint {
     return flatFromTensors(layout, { tensors: new Map(named), metadata: {} }, `${optPath} (${prefix}*)`, false);
   });
   return { state, weights, moments: { m: m!, v: v! } };
-}
-
-/** A checkpoint given as a run directory (its config comes along) or a .safetensors file (then a config is needed). */
-export function resolveCheckpoint(path: string, config: (fallback: ModelConfig | null) => RunConfig): { weightsPath: string; config: RunConfig; step: number } {
-  let isDir = false;
-  try {
-    isDir = statSync(path).isDirectory();
-  } catch {
-    throw new UsageError(`--checkpoint ${path} does not exist`);
-  }
-  if (isDir) {
-    const state = readTrainerState(path);
-    return { weightsPath: join(path, MODEL_FILE), config: config(state.config.model), step: state.step };
-  }
-  return { weightsPath: path, config: config(null), step: 0 };
 }

@@ -30,16 +30,6 @@ export function reduceEmbeddingRows(layout: ParamLayout, slots: Float32Array[], 
   });
 }
 
-/** The whole reduction on the calling thread; returns the slot holding the sum. */
-export function reduceGradients(layout: ParamLayout, slots: Float32Array[], touched: number[][]): Float32Array {
-  const [target, ...rest] = slots;
-  if (!target) throw new Error('reduceGradients: no gradient slots');
-  const [start, end] = denseRange(layout);
-  sumInto(target, rest, start, end);
-  reduceEmbeddingRows(layout, slots, touched);
-  return target;
-}
-
 /** Zeroes the token-embedding rows a slot accumulated into, so the next step starts clean. */
 export function clearTouchedRows(layout: ParamLayout, slot: Float32Array, rows: Iterable<number>): void {
   const D = layout.config.embDim;

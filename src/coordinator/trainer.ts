@@ -47,7 +47,6 @@ export interface TrainOptions {
 }
 
 export interface TrainResult {
-  position: Position;
   steps: number;
   tokensSeen: number;
   totalSec: number;
@@ -203,7 +202,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   save();
   const stepRecords = metrics.of('step');
   return {
-    position: { ...pos, elapsedSec: elapsed() }, steps: pos.step, tokensSeen: pos.tokensSeen, totalSec: elapsed(),
+    steps: pos.step, tokensSeen: pos.tokensSeen, totalSec: elapsed(),
     medianStepSec: median(stepRecords.map((r) => r.stepSec)), peakHeapBytes, interrupted, metrics, weights: group.weights,
   };
 }

@@ -41,12 +41,6 @@ export function blockList<T>(block: BlockParams<T>): T[] {
   return order.map((k) => block[k]).filter((v): v is T => v !== null);
 }
 
-/** Rebuilds BlockParams from a list in layout order, using `like` for which biases exist. */
-export function blockFromList<T>(like: BlockParams<unknown>, list: T[]): BlockParams<T> {
-  let i = 0;
-  return mapBlock(like, () => list[i++]!);
-}
-
 /** Copies the flat weights into tensors. out_head is split into column blocks in JS. */
 export function uploadWeights(layout: ParamLayout, flat: Float32Array): ModelTensors {
   const { embDim: D, vocabSize: V } = layout.config;
