@@ -20,8 +20,8 @@ export interface ReplicaStore {
   /** Version of the weights currently in `weights`. */
   version(): number;
   gradient(slot: number): Float32Array;
-  /** AdamW moments, when the optimizer step is sharded across the workers (shared memory). */
-  moments: AdamWMoments | null;
+  /** AdamW moments: the optimizer step is sharded across the workers. */
+  moments: AdamWMoments;
 }
 
 function inputsOf(samples: Sample[]) {
@@ -65,7 +65,6 @@ export class Replica {
         sumInto(this.store.gradient(task.slots[0]!), task.slots.slice(1).map((k) => this.store.gradient(k)), task.start, task.end);
         return { kind: 'reduce' };
       case 'adamw':
-        if (!this.store.moments) throw new Error('this worker holds no optimizer state');
         adamwUpdate(this.store.weights, this.store.gradient(task.slot), this.store.moments, task.options, task.t, task.gradScale, task.start, task.end);
         return { kind: 'adamw' };
       case 'generate': {
