@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -82,4 +82,12 @@ test('compare --quick on 1 and 2 workers: every file, coinciding curves, real PN
   assert.deepEqual((JSON.parse(readFileSync(join(elsewhere, 'compare.json'), 'utf8')) as CompareReport).rows, report.rows);
   assert.equal(cli(['report', join(out, 'nope'), '--out', elsewhere]).status, 2);
   assert.equal(cli(['compare', '--workers', '1,x', '--out', elsewhere]).status, 2);
+
+  const foreign = join(out, 'foreign');
+  mkdirSync(join(foreign, 'workers-1'), { recursive: true });
+  writeFileSync(join(foreign, 'workers-1', 'keep.txt'), 'not ours');
+  const refused = cli(['compare', '--quick', '--workers', '1', '--out', foreign]);
+  assert.equal(refused.status, 2);
+  assert.match(refused.stderr, /was not made by compare; pass --force/);
+  assert.ok(existsSync(join(foreign, 'workers-1', 'keep.txt')), 'nothing of the user\'s is deleted');
 });

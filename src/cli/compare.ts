@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TRAINER_FILE } from '../checkpoint/checkpoint.js';
 import type { BackendChoice } from '../model/backend.js';
@@ -56,6 +56,9 @@ export async function runCompare(args: CompareArgs, log: (line: string) => void)
       say(`resuming ${dir}`);
       await runTrain({ resume: dir, workers, epochs, maxSteps: args.maxSteps, data: args.data, backend: args.backend }, say);
     } else {
+      if (existsSync(dir) && readdirSync(dir).length > 0 && !existsSync(settingsPath)) {
+        throw new UsageError(`${dir} exists but was not made by compare; pass --force to replace it, or another --out`);
+      }
       rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir, { recursive: true });
       writeFileSync(settingsPath, settings);
