@@ -4,8 +4,7 @@
  * in these messages: they live in buffers the transport owns (shared memory for threads).
  */
 import type { AdamWOptions } from '../coordinator/adamw.js';
-import type { BackendChoice, BackendName } from '../model/backend.js';
-import type { ModelConfig } from '../model/config.js';
+import type { BackendName } from '../model/backend.js';
 
 /** One training or evaluation sample: its dataset id and its input and target tokens. */
 export interface Sample {
@@ -111,12 +110,6 @@ export interface AdamWReply extends ReplyStats {
 
 export type WorkerReply = HelloReply | TrainReply | LossReply | GenerateReply | ReduceReply | AdamWReply;
 export type ReplyFor<T extends WorkerTask> = Extract<WorkerReply, { kind: T['kind'] }>;
-
-/** What every worker is told once, at start-up. */
-export interface WorkerSetup {
-  model: ModelConfig;
-  backend: BackendChoice;
-}
 
 /** A reply before the common stats are attached (distributes over the union). */
 export type ReplyBody<R extends WorkerReply = WorkerReply> = R extends unknown ? Omit<R, keyof ReplyStats> : never;

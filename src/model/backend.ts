@@ -7,7 +7,8 @@ export const BACKENDS = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKENDS)[number];
 export type BackendName = Exclude<BackendChoice, 'auto'>;
 
-async function tryTensorflow(): Promise<boolean> {
+/** Whether @tensorflow/tfjs-node can be loaded here (it is an optional dependency). */
+export async function tensorflowAvailable(): Promise<boolean> {
   try {
     // Optional dependency: present only where its native library could be installed.
     await import('@tensorflow/tfjs-node' as string);
@@ -17,11 +18,6 @@ async function tryTensorflow(): Promise<boolean> {
   }
 }
 
-/** Whether @tensorflow/tfjs-node can be loaded here (it is an optional dependency). */
-export async function tensorflowAvailable(): Promise<boolean> {
-  return tryTensorflow();
-}
-
 /**
  * Selects and initialises a tfjs backend: `auto` takes tfjs-node when it is installed, else
  * wasm. Returns the name of the backend in use.
@@ -29,7 +25,7 @@ export async function tensorflowAvailable(): Promise<boolean> {
 export async function initBackend(choice: BackendChoice): Promise<BackendName> {
   let name: BackendName;
   if (choice === 'tensorflow' || choice === 'auto') {
-    if (await tryTensorflow()) {
+    if (await tensorflowAvailable()) {
       name = 'tensorflow';
     } else if (choice === 'tensorflow') {
       throw new UsageError('--backend tensorflow: @tensorflow/tfjs-node is not installed or failed to load');
