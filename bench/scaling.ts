@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runTrain } from '../src/cli/train.js';
-import { median } from '../src/coordinator/metrics.js';
+import { median } from '../src/math/stats.js';
 
 const { values: args } = parseArgs({
   options: {

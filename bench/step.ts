@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/cli/common.js';
-import { median } from '../src/coordinator/metrics.js';
+import { median } from '../src/math/stats.js';
 import { initBackend, tensorflowAvailable, wasmHeapBytes, type BackendName } from '../src/model/backend.js';
 import { forwardFlops, trainStepFlops } from '../src/model/flops.js';
 import { disposeWeights, uploadWeights } from '../src/model/gpt.js';

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { adamwUpdate, newMoments } from '../src/coordinator/adamw.js';
-import { clearTouchedRows, denseRange, reduceEmbeddingRows, sumInto, unionRows } from '../src/coordinator/reduce.js';
-import { shardBatch, shardRange } from '../src/coordinator/shard.js';
+import { adamwUpdate, newMoments } from '../src/math/adamw.js';
+import { addRows, putRows, takeRows } from '../src/math/reduce.js';
+import { shardBatch, shardRange } from '../src/math/shard.js';
 import { batchMask, fillMask } from '../src/model/dropout.js';
-import { buildLayout } from '../src/model/layout.js';
 import { hashKey, permutation, Rng } from '../src/util/rng.js';
 
 test('AdamW matches hand-computed PyTorch values over three steps', () => {
@@ -57,21 +56,24 @@ test('AdamW over shards equals AdamW over the whole range', () => {
   assert.deepEqual(mp.v, mw.v);
 });
 
-test('the reduction sums dense regions and only the touched embedding rows', () => {
-  const layout = buildLayout({ vocabSize: 5, contextLength: 2, embDim: 2, nHeads: 1, nLayers: 1, dropRate: 0, qkvBias: false });
-  const a = new Float32Array(layout.totalSize).fill(1);
-  const b = new Float32Array(layout.totalSize).fill(2);
-  a.fill(0, 0, layout.tokEmb.size);
-  b.fill(7, 0, layout.tokEmb.size); // untouched rows of b hold junk that must be ignored
-  a.set([1, 1], 2 * 2); // worker 0 touched row 2
-  b.set([3, 3], 4 * 2); // worker 1 touched row 4
-  sumInto(a, [b], ...denseRange(layout));
-  reduceEmbeddingRows(layout, [a, b], [[2], [4]]);
-  const sum = a;
-  assert.deepEqual([...sum.subarray(0, 10)], [0, 0, 0, 0, 1, 1, 0, 0, 3, 3]);
-  assert.ok(sum.subarray(layout.tokEmb.size).every((v) => v === 3));
-  clearTouchedRows(layout, sum, unionRows([[2], [4]]));
-  assert.ok(sum.subarray(0, 10).every((v) => v === 0));
+test('sparse rows: taken out of a matrix (and zeroed there), added by row id, put back', () => {
+  const width = 2;
+  const a = new Float32Array(10).fill(0);
+  a.set([1, 2], 2 * width);
+  a.set([3, 4], 4 * width);
+  const b = new Float32Array(10);
+  b.set([10, 20], 0);
+  b.set([30, 40], 4 * width);
+  const ra = takeRows(a, [4, 2, 4], width);
+  assert.deepEqual([...ra.rows], [2, 4]);
+  assert.deepEqual([...ra.values], [1, 2, 3, 4]);
+  assert.ok(a.every((v) => v === 0), 'taken rows are zeroed');
+  const sum = addRows(ra, takeRows(b, [0, 4], width), width);
+  assert.deepEqual([...sum.rows], [0, 2, 4]);
+  assert.deepEqual([...sum.values], [10, 20, 1, 2, 33, 44]);
+  const out = new Float32Array(10);
+  putRows(out, sum, width);
+  assert.deepEqual([...out], [10, 20, 0, 0, 1, 2, 0, 0, 33, 44]);
 });
 
 test('random streams are seeded and dropout masks are per sample, not per position', () => {

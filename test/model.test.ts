@@ -146,7 +146,7 @@ for (const rate of [0, 0.3]) {
     const m = uploadWeights(layout, flat);
     const result = forwardBackward(layout, m, flat, batch, plan, grad);
     const recomputed = new Float32Array(layout.totalSize);
-    forwardBackward(layout, m, flat, batch, plan, recomputed, 0);
+    forwardBackward(layout, m, flat, batch, plan, recomputed, undefined, 0);
     disposeWeights(m);
     assert.deepEqual(recomputed, grad, 'recomputing every block gives the same gradient');
     assert.ok(Math.abs(result.sampleLoss.reduce((a, b) => a + b, 0) - lossAt(flat)) < 1e-3, 'forward losses agree');

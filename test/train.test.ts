@@ -70,7 +70,9 @@ test('step records carry the timing breakdown; memory stays flat over 50 steps',
     assert.equal(s.workerComputeSec.length, 2);
     assert.equal(s.computeSec, Math.max(...s.workerComputeSec));
     for (const k of ['computeSec', 'waitSec', 'reduceSec', 'optimizerSec', 'publishSec'] as const) assert.ok(s[k] >= 0, k);
-    assert.ok(s.computeSec + s.reduceSec + s.optimizerSec <= s.stepSec + 1e-6);
+    assert.ok(Math.abs(s.computeSec + s.waitSec + s.optimizerSec + s.publishSec - s.stepSec) < 1e-6, 'the phases add up to the step');
+    assert.ok(s.reduceSec <= s.computeSec + s.waitSec, 'the reduction overlaps the gradient phase');
+    assert.deepEqual(s.members.map((m) => [m.member, m.slots.sort()]), [[0, [0, 1]]]);
   }
   const tensors = new Set(steps.map((s) => s.liveTensors));
   assert.equal(tensors.size, 1, `live tensors vary: ${[...tensors]}`);
@@ -98,7 +100,10 @@ test('a worker that throws or dies ends the run with one error naming it and the
 test('bad input: one line on stderr, exit code 2, no work done', () => {
   const dir = tmp();
   const cases: Array<[string[], RegExp]> = [
-    [['train', '--workers', '0'], /--workers must be a positive integer/],
+    [['train', '--workers', '0'], /--workers 0 needs --listen/],
+    [['train', '--workers', '-1'], /--workers must be a non-negative integer/],
+    [['train', '--nodes', '2'], /--nodes needs --listen/],
+    [['train', '--listen', 'nowhere'], /--listen must be HOST:PORT/],
     [['train', '--lr', 'fast'], /--lr must be a positive number/],
     [['train', '--backend', 'gpu'], /backend/],
     [['train', '--epochs', '1.5'], /--epochs/],

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { modelTensors } from '../src/checkpoint/checkpoint.js';
 import { writeSafetensors } from '../src/checkpoint/safetensors.js';
-import { adamwUpdate, ADAMW_DEFAULTS, newMoments } from '../src/coordinator/adamw.js';
+import { adamwUpdate, ADAMW_DEFAULTS, newMoments } from '../src/math/adamw.js';
 import { initBackend } from '../src/model/backend.js';
 import { disposeWeights, uploadWeights } from '../src/model/gpt.js';
 import { initParams } from '../src/model/init.js';

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AdamWMoments } from '../coordinator/adamw.js';
+import type { AdamWMoments } from '../math/adamw.js';
 import { parseRunConfig, type RunConfig } from '../model/config.js';
 import { paramView, type ParamLayout, type ParamSpec } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
@@ -27,6 +27,8 @@ export interface TrainerState {
   backend: string;
   /** Characters of the training text, to catch a resume on different data. */
   dataCharacters: number;
+  /** Slots each step was split into (a resumed run keeps them, so it computes the same sums). */
+  slots?: number;
 }
 
 /** The reference GPTModel's causal-mask buffers are part of its state_dict. */
@@ -123,6 +125,7 @@ export function readTrainerState(dir: string): TrainerState {
   for (const key of ['step', 'epoch', 'batchInEpoch', 'tokensSeen', 'seed', 'dataCharacters'] as const) {
     if (!Number.isInteger(raw[key]) || (raw[key] as number) < 0) throw new UsageError(`${path}: "${key}" must be a non-negative integer`);
   }
+  if (raw.slots !== undefined && (!Number.isInteger(raw.slots) || (raw.slots as number) < 1)) throw new UsageError(`${path}: "slots" must be a positive integer`);
   const config = parseRunConfig(raw.config, `${path} config`);
   return { ...(raw as unknown as TrainerState), config };
 }

@@ -1,4 +1,4 @@
-import { ThreadGroup } from '../comm/threads.js';
+import { Cluster } from '../comm/cluster.js';
 import { meanBatchLosses } from '../coordinator/evaluate.js';
 import { evalTrainBatches, orderedBatches } from '../data/dataset.js';
 import { loadVerdict } from '../data/verdict.js';
@@ -24,10 +24,9 @@ export async function evaluateCheckpoint(args: EvaluateArgs): Promise<Record<str
   const tc = model.config.training;
   const data = prepareData((await loadVerdict(args.data)).text, model.config);
   const batches = args.batches ?? tc.evalIter;
-  const group = new ThreadGroup(args.workers, model.config.model, model.layout.totalSize, args.backend);
+  const group = new Cluster({ layout: model.layout, backend: args.backend, localWorkers: args.workers, maxSlots: args.workers });
   try {
-    group.weights.set(model.weights);
-    await group.publish(0);
+    await group.start({ weights: model.weights, version: 0 });
     const trainBatches = evalTrainBatches(data.train.size, tc.batchSize, tc.seed, Math.max(0, model.step - 1), batches);
     const valBatches = orderedBatches(data.val.size, tc.batchSize, batches);
     const [trainLoss, valLoss] = await meanBatchLosses(group, 0, [

@@ -12,6 +12,8 @@ import { generateText } from './generate.js';
 import { inspect } from './inspect.js';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './options.js';
 import { runTrain } from './train.js';
+import { readTokenFile } from '../comm/auth.js';
+import { runNode } from '../worker/node.js';
 
 const log = (line: string) => console.log(line);
 
@@ -38,7 +40,7 @@ const checkpointOption = {
 function trainOptions(y: Argv) {
   return y.options({
     ...dataOptions,
-    ...runtimeOptions,
+    backend: runtimeOptions.backend,
     epochs: { type: 'number', describe: 'epochs (overrides the config; may extend a resumed run)', coerce: positiveInt('epochs') },
     'max-steps': { type: 'number', describe: 'stop after this many optimizer steps in all', coerce: positiveInt('max-steps') },
     lr: { type: 'number', describe: 'AdamW learning rate', coerce: positiveNumber('lr') },
@@ -51,6 +53,17 @@ function trainOptions(y: Argv) {
     resume: { type: 'string', describe: 'continue the run in this directory from its checkpoint' },
     'init-from': { type: 'string', describe: 'start from these weights (.safetensors, reference PyTorch names)' },
     'checkpoint-every': { type: 'number', default: 50, describe: 'checkpoint every N steps (also at the end and on Ctrl-C)', coerce: positiveInt('checkpoint-every') },
+    workers: { type: 'number', describe: 'worker threads in this process (default: the cores; 0 with --listen)', coerce: nonNegativeInt('workers') },
+    listen: { type: 'string', group: 'Remote nodes:', describe: 'HOST:PORT where remote nodes join (HOST 0.0.0.0 for every interface)' },
+    nodes: { type: 'number', group: 'Remote nodes:', describe: 'nodes to wait for before the first step', coerce: nonNegativeInt('nodes') },
+    'token-file': { type: 'string', group: 'Remote nodes:', describe: 'the run\'s secret (default: generated into the run directory as "token")' },
+    wire: { choices: ['fp32', 'bf16'] as const, group: 'Remote nodes:', describe: 'gradient format on the network; bf16 halves the bytes but is not exact (default fp32)' },
+    'wait-timeout': { type: 'number', group: 'Remote nodes:', default: 600, describe: 'seconds to wait for a node when no worker is left', coerce: positiveNumber('wait-timeout') },
+    'heartbeat-timeout': { type: 'number', group: 'Remote nodes:', default: 20, describe: 'seconds of silence after which a node is lost', coerce: positiveNumber('heartbeat-timeout') },
+    'tls-cert': { type: 'string', group: 'Remote nodes:', describe: 'serve wss:// with this PEM certificate (with --tls-key)' },
+    'tls-key': { type: 'string', group: 'Remote nodes:', describe: 'the PEM private key of --tls-cert' },
+    'checksum-every': { type: 'number', group: 'Remote nodes:', default: 10, describe: 'compare the nodes\' weights with the coordinator\'s every N steps (0: never)', coerce: nonNegativeInt('checksum-every') },
+    'piece-floats': { type: 'number', hidden: true, coerce: positiveInt('piece-floats') },
     fault: { type: 'string', hidden: true },
   });
 }
@@ -61,12 +74,26 @@ export function buildCli(argv: string[]) {
     .usage('$0 <command> [options]\n\nData-parallel GPT-2 pretraining on TensorFlow.js.')
     .command('train', 'train a GPT on The Verdict with a coordinator and worker threads', trainOptions, async (a) => {
       const run = await runTrain({
-        config: a.config, data: a.data, out: a.out, backend: a.backend, workers: a.workers ?? availableParallelism(),
+        config: a.config, data: a.data, out: a.out, backend: a.backend, workers: a.workers,
         maxSteps: a['max-steps'], epochs: a.epochs, lr: a.lr, weightDecay: a['weight-decay'], batchSize: a['batch-size'],
         seed: a.seed, evalFreq: a['eval-freq'], evalIter: a['eval-iter'], resume: a.resume, initFrom: a['init-from'],
-        checkpointEvery: a['checkpoint-every'], fault: a.fault,
+        checkpointEvery: a['checkpoint-every'], fault: a.fault, listen: a.listen, nodes: a.nodes, tokenFile: a['token-file'],
+        wire: a.wire, waitTimeout: a['wait-timeout'], heartbeatTimeout: a['heartbeat-timeout'], tlsCert: a['tls-cert'], tlsKey: a['tls-key'],
+        checksumEvery: a['checksum-every'], pieceFloats: a['piece-floats'],
       }, log);
       if (run.interrupted) process.exitCode = 130;
+    })
+    .command('worker', 'join a training run as a remote node (the coordinator sends everything it needs)', (y) => y.options({
+      connect: { type: 'string', demandOption: true, describe: 'the coordinator: ws://HOST:PORT (or wss://)' },
+      'token-file': { type: 'string', demandOption: true, describe: 'the run\'s token, copied from the coordinator\'s run directory' },
+      threads: { type: 'number', default: availableParallelism(), describe: 'worker threads on this machine', coerce: positiveInt('threads') },
+      backend: runtimeOptions.backend,
+      ca: { type: 'string', describe: 'PEM certificate to trust for wss:// (e.g. the coordinator\'s self-signed --tls-cert)' },
+      fault: { type: 'string', hidden: true },
+    }), async (a) => {
+      process.exitCode = await runNode({
+        connect: a.connect, token: readTokenFile(a['token-file']), threads: a.threads ?? availableParallelism(), backend: a.backend, ca: a.ca, fault: a.fault,
+      }, log);
     })
     .command('evaluate', 'train and val loss of a checkpoint, as JSON', (y) => y.options({
       ...checkpointOption, ...dataOptions, ...runtimeOptions,
@@ -119,7 +146,7 @@ export function buildCli(argv: string[]) {
     .command('inspect', 'print model and data sizes as JSON', (y) => y.options(dataOptions), async (a) => {
       log(JSON.stringify(await inspect({ config: a.config, data: a.data })));
     })
-    .demandCommand(1, 'name a command: train, evaluate, generate, compare, report or inspect')
+    .demandCommand(1, 'name a command: train, worker, evaluate, generate, compare, report or inspect')
     .strict()
     .help()
     .version(false)

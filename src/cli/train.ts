@@ -1,12 +1,14 @@
 import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { FORMAT_VERSION, loadCheckpoint, loadWeightsFile, readTrainerState, saveCheckpoint } from '../checkpoint/checkpoint.js';
-import { ThreadGroup } from '../comm/threads.js';
-import type { AdamWMoments } from '../coordinator/adamw.js';
+import { Cluster } from '../comm/cluster.js';
+import type { MemberEvent } from '../comm/group.js';
 import { ProgressBar } from '../coordinator/progress.js';
-import { train, START, type Position, type TrainResult } from '../coordinator/trainer.js';
+import { totalSteps, train, START, type Position, type TrainResult } from '../coordinator/trainer.js';
 import type { SplitData } from '../data/dataset.js';
 import { loadVerdict, type TextSource } from '../data/verdict.js';
+import type { AdamWMoments } from '../math/adamw.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { RunConfig } from '../model/config.js';
 import { initParams } from '../model/init.js';
@@ -15,13 +17,15 @@ import { lossPlotSpec } from '../report/loss-plot.js';
 import { writeChart } from '../report/render.js';
 import { UsageError } from '../util/errors.js';
 import { DEFAULT_CONFIG, loadConfig, prepareData, prepareOutDir, resolveConfigPath, type TrainingOverrides } from './common.js';
+import { checkListenArgs, startListening, type ListenArgs } from './listen.js';
 
-export interface TrainArgs extends TrainingOverrides {
+export interface TrainArgs extends TrainingOverrides, ListenArgs {
   config?: string;
   data?: string;
   out?: string;
   backend: BackendChoice;
-  workers: number;
+  /** Worker threads in this process (default: the cores, or 0 with --listen). */
+  workers?: number;
   maxSteps?: number;
   /** Continue the run in this directory from its checkpoint. */
   resume?: string;
@@ -49,10 +53,14 @@ interface RunSetup {
   weights: Float32Array;
   moments?: AdamWMoments;
   start: Position;
+  /** Slots per step of the run being resumed. */
+  slots?: number;
 }
 
 /** Everything a run needs, validated before any thread starts: a new run or a resumed one. */
 async function setUp(args: TrainArgs): Promise<RunSetup> {
+  checkListenArgs(args);
+  if (args.workers === 0 && !args.listen) throw new UsageError('--workers 0 needs --listen (remote nodes to do the work)');
   const { epochs, lr, weightDecay, batchSize, seed, evalFreq, evalIter } = args;
   if (args.resume) {
     const fixed = { config: args.config, out: args.out, 'init-from': args.initFrom, lr, 'weight-decay': weightDecay, 'batch-size': batchSize, seed, 'eval-freq': evalFreq, 'eval-iter': evalIter };
@@ -68,7 +76,7 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
     const ckpt = loadCheckpoint(args.resume, layout);
     return {
       config, configName: `${args.resume} (resumed at step ${state.step})`, source, data: prepareData(source.text, config), layout,
-      outDir: args.resume, weights: ckpt.weights, moments: ckpt.moments,
+      outDir: args.resume, weights: ckpt.weights, moments: ckpt.moments, slots: state.slots,
       start: { step: state.step, epoch: state.epoch, batchInEpoch: state.batchInEpoch, tokensSeen: state.tokensSeen, elapsedSec: state.elapsedSec },
     };
   }
@@ -81,11 +89,40 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
   return { config, configName, source, data, layout, outDir: prepareOutDir(args.out), weights, start: START };
 }
 
-/** `gpt-ddp train`: validates everything, then trains with a coordinator and worker threads. */
+/** One line per membership change, as the coordinator's log shows it. */
+function describeEvent(e: MemberEvent): string {
+  const who = `node ${e.member} (${e.host})`;
+  switch (e.event) {
+    case 'join':
+      return `${who} joined with ${e.threads} thread${e.threads === 1 ? '' : 's'}; it works from step ${e.step}`;
+    case 'leave':
+      return `${who} left at step ${e.step}: ${e.reason}`;
+    case 'lost':
+      return `${who} lost at step ${e.step}: ${e.reason}`;
+    case 'diverged':
+      return `${who} dropped: ${e.reason}`;
+    case 'reassign':
+      return `step ${e.step}: slot${e.slots!.length === 1 ? '' : 's'} ${e.slots!.join(', ')} recomputed on ${e.member === 0 ? 'the local threads' : who}`;
+    case 'waiting':
+      return `step ${e.step}: ${e.reason} (checkpoint saved)`;
+  }
+}
+
+/** `gpt-ddp train`: validates everything, then trains with a coordinator and its workers. */
 export async function runTrain(args: TrainArgs, log: (line: string) => void): Promise<TrainRun> {
   const run = await setUp(args);
   const { config, layout, data, outDir } = run;
-  const group = new ThreadGroup(args.workers, config.model, layout.totalSize, args.backend, args.fault ?? null);
+  const tc = config.training;
+  const server = args.listen ? await startListening(args, layout, outDir, log) : undefined;
+  const group = new Cluster({
+    layout, backend: args.backend, localWorkers: args.workers ?? (args.listen ? 0 : availableParallelism()), slots: run.slots, maxSlots: tc.batchSize,
+    server, nodes: args.nodes, wire: args.wire, pieceFloats: args.pieceFloats, waitTimeoutSec: args.waitTimeout,
+    checksumEvery: args.checksumEvery, fault: args.fault ?? null,
+  });
+  let starting = true;
+  group.onEvent((e) => {
+    if (starting) log(describeEvent(e));
+  });
 
   let stopRequested = false;
   const onSignal = () => {
@@ -95,37 +132,51 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  let reason = 'the run ended';
   try {
-    const hellos = await Promise.all(Array.from({ length: group.size }, (_, slot) => group.run(slot, { kind: 'hello' })));
-    const backend = hellos[0]!.backend;
-    const B = config.training.batchSize;
-    const stepsPerEpoch = Math.floor(data.train.size / B);
-    const totalSteps = Math.min(stepsPerEpoch * config.training.epochs, args.maxSteps ?? Infinity);
-    log(`gpt-ddp: ${run.configName}, ${layout.totalSize.toLocaleString('en-US')} parameters, backend ${backend}, ${group.description}`);
+    const backend = await group.start({ weights: run.weights, moments: run.moments, version: run.start.step });
+    starting = false;
+    const stepsPerEpoch = Math.floor(data.train.size / tc.batchSize);
+    const total = totalSteps(config, data.train.size, args.maxSteps ?? null);
+    log(`gpt-ddp: ${run.configName}, ${layout.totalSize.toLocaleString('en-US')} parameters, backend ${backend}, ${group.description()}`);
     log(`data: ${run.source.origin}: ${data.characters} characters, ${data.trainTokens.length} train / ${data.valTokens.length} val tokens, ` +
-      `${stepsPerEpoch} steps of ${B} x ${config.model.contextLength} tokens per epoch, ${config.training.epochs} epochs`);
+      `${stepsPerEpoch} steps of ${tc.batchSize} x ${config.model.contextLength} tokens per epoch, ${tc.epochs} epochs`);
     log(`output: ${outDir}`);
     writeFileSync(join(outDir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
 
+    const progress = new ProgressBar(total);
+    const say = (line: string) => {
+      progress.clear();
+      log(line);
+    };
     const result = await train({
-      config, layout, data, group, outDir, log,
-      initialWeights: run.weights, initialMoments: run.moments, start: run.start,
-      maxSteps: args.maxSteps ?? null,
-      progress: new ProgressBar(totalSteps),
+      config, data, group, outDir, start: run.start, maxSteps: args.maxSteps ?? null,
+      on: {
+        step: (r, done, steps) => {
+          const runSec = r.elapsedSec - run.start.elapsedSec;
+          progress.update(r.step + 1, { loss: r.loss.toFixed(3), 'tok/s': ((r.tokensSeen - run.start.tokensSeen) / runSec).toFixed(0) },
+            (runSec / done) * (steps - done));
+        },
+        eval: (r) => say(`Ep ${r.epoch} (Step ${String(r.step).padStart(6, '0')}): Train loss ${r.trainLoss.toFixed(3)}, Val loss ${r.valLoss.toFixed(3)}`),
+        sample: (r) => say(r.text),
+        member: (r) => say(describeEvent(r)),
+      },
       shouldStop: () => stopRequested,
       checkpointEvery: args.checkpointEvery,
       checkpoint: (at) => saveCheckpoint(outDir, layout, group.weights, group.moments, {
-        formatVersion: FORMAT_VERSION, ...at, seed: config.training.seed, config, backend, dataCharacters: data.characters,
+        formatVersion: FORMAT_VERSION, ...at, seed: tc.seed, config, backend, dataCharacters: data.characters, slots: group.slots,
       }),
     });
+    progress.clear();
+    if (result.interrupted) reason = `the coordinator was stopped at step ${result.steps}; it can be resumed`;
 
     const evals = result.metrics.of('eval');
-    const title = `${layout.totalSize.toLocaleString('en-US')}-parameter GPT on The Verdict (${group.description})`;
+    const title = `${layout.totalSize.toLocaleString('en-US')}-parameter GPT on The Verdict (${group.description()})`;
     if (evals.length > 0) await writeChart(lossPlotSpec(evals, result.steps / stepsPerEpoch, title), join(outDir, 'loss'));
     const last = evals.at(-1);
     const summary = {
-      config: run.configName, parameters: layout.totalSize, backend, workers: group.size,
-      steps: result.steps, epochs: result.steps / stepsPerEpoch, tokensSeen: result.tokensSeen,
+      config: run.configName, parameters: layout.totalSize, backend, workers: group.slots, placement: group.description(),
+      members: group.members(), steps: result.steps, epochs: result.steps / stepsPerEpoch, tokensSeen: result.tokensSeen,
       totalSec: result.totalSec, medianStepSec: result.medianStepSec, peakHeapBytes: result.peakHeapBytes,
       finalTrainLoss: last?.trainLoss ?? null, finalValLoss: last?.valLoss ?? null,
       minValLoss: evals.length ? Math.min(...evals.map((e) => e.valLoss)) : null,
@@ -136,9 +187,12 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
       `peak wasm heap ${(result.peakHeapBytes / GiB).toFixed(2)} GiB; checkpoint and outputs in ${outDir}` +
       (result.interrupted ? `; continue with --resume ${outDir}` : ''));
     return { ...result, outDir, backend };
+  } catch (err) {
+    reason = `the coordinator failed: ${(err as Error).message}`;
+    throw err;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await group.close();
+    await group.close(reason);
   }
 }

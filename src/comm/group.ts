@@ -1,37 +1,106 @@
-import type { AdamWMoments, AdamWOptions } from '../coordinator/adamw.js';
-import type { ReplyFor, WorkerTask } from './protocol.js';
+import type { AdamWMoments, AdamWOptions } from '../math/adamw.js';
+import type { Sample } from './protocol.js';
+
+/** A worker as the coordinator reports it: this process's threads, or a remote node. */
+export interface MemberInfo {
+  id: number;
+  kind: 'local' | 'node';
+  /** Host name (nodes: as the node reports it, with its address). */
+  host: string;
+  threads: number;
+  backend: string;
+}
+
+/** What the coordinator asks of one optimizer step. */
+export interface StepRequest {
+  /** 0-based step; the gradient is computed with weight version `step`. */
+  step: number;
+  /** The global batch split into the group's slots (one shard per slot). */
+  shards: Sample[][];
+  dropout: { rate: number; seed: number };
+  adam: AdamWOptions;
+}
+
+/** One member's share of a step. */
+export interface MemberStep {
+  member: number;
+  slots: number[];
+  /** Its slowest task's compute time, and the rest of that task's round trip (dispatch, network). */
+  computeSec: number;
+  waitSec: number;
+  /** Bytes it sent to and received from the coordinator this step (0 for local threads). */
+  sentBytes: number;
+  receivedBytes: number;
+}
+
+/** Where a step's time went, and what it moved. */
+export interface StepTiming {
+  stepSec: number;
+  /** Slowest slot's compute time: the step's critical path; and each slot's. */
+  computeSec: number;
+  workerComputeSec: number[];
+  /** Gradient-phase wall time not spent computing on the slowest slot (dispatch, network). */
+  waitSec: number;
+  /** Coordinator time spent adding partial sums (it overlaps compute and waiting). */
+  reduceSec: number;
+  optimizerSec: number;
+  publishSec: number;
+  /** Peak wasm heap of the workers (0 on other backends) and their live tensors after the step. */
+  heapBytes: number;
+  liveTensors: number;
+  /** Bytes copied between buffers and sent over the network this step (see README). */
+  bytesMoved: number;
+  /** Each member's slots, compute, wait and the bytes it sent and received. */
+  members: MemberStep[];
+}
+
+export interface StepReport extends StepTiming {
+  /** Mean token loss of the global batch, before the update. */
+  loss: number;
+  tokens: number;
+}
+
+/** Joins, departures and reassignments, as they happen. */
+export interface MemberEvent {
+  event: 'join' | 'leave' | 'lost' | 'reassign' | 'waiting' | 'diverged';
+  /** The step under way (or the next one). */
+  step: number;
+  member: number;
+  host: string;
+  threads: number;
+  slots?: number[];
+  reason?: string;
+}
 
 /**
- * The coordinator's view of its workers, whatever transport connects them. The coordinator
- * updates `weights` in place, calls publish(), then runs tasks; each worker writes its gradient
- * sum into its slot, which the coordinator reduces.
+ * The coordinator's view of its workers, whatever connects them. The group owns the
+ * authoritative weights and AdamW moments; a step computes every slot's gradient wherever the
+ * group places it, reduces them in the canonical tree order and takes one AdamW step.
  */
 export interface WorkerGroup {
-  readonly size: number;
-  /** e.g. "2 worker threads". */
-  readonly description: string;
+  /** Slots a global batch is split into: fixed for the run, whatever the placement. */
+  readonly slots: number;
+  /** e.g. "2 worker threads", "2 nodes (4 threads)". */
+  description(): string;
+  members(): MemberInfo[];
+  /** Loads the initial state, starts or waits for the workers; returns the backend they run. */
+  start(state: { weights: Float32Array; moments?: AdamWMoments; version: number }): Promise<string>;
+  /** The weights and moments after the last step (for checkpoints; do not modify). */
   readonly weights: Float32Array;
-  gradient(slot: number): Float32Array;
-  publish(version: number): Promise<void>;
-  run<T extends WorkerTask>(slot: number, task: T): Promise<ReplyFor<T>>;
-  /** AdamW moments in the flat layout. */
   readonly moments: AdamWMoments;
-  /** Sums the gradients of slots[1..] into slots[0] over [start, end). */
-  reduce(slots: number[], start: number, end: number): Promise<void>;
-  /** One AdamW step on `weights` and `moments` with the gradient in `slot`. */
-  adamw(slot: number, t: number, gradScale: number, options: AdamWOptions): Promise<void>;
-  close(): Promise<void>;
+  trainStep(request: StepRequest): Promise<StepReport>;
+  /** Summed token loss of every sample of each shard with weight version `version`, dropout off. */
+  losses(version: number, shards: Sample[][], chunk: number): Promise<number[][]>;
+  generate(version: number, prompt: number[], maxNewTokens: number): Promise<number[]>;
+  /** Receives membership events. */
+  onEvent(listener: (e: MemberEvent) => void): void;
+  close(reason?: string): Promise<void>;
 }
 
-/** A worker failed: names the worker and what it was doing. */
+/** A worker failed in a way the run cannot recover from: names the worker and what it was doing. */
 export class WorkerError extends Error {
   override readonly name = 'WorkerError';
-  constructor(readonly slot: number, readonly during: string, readonly reason: string) {
-    super(`worker ${slot} failed during ${during}: ${reason}`);
+  constructor(readonly who: string, readonly during: string, readonly reason: string) {
+    super(`${who} failed during ${during}: ${reason}`);
   }
-}
-
-export function expectReply<T extends WorkerTask>(task: T, reply: { kind: string }): ReplyFor<T> {
-  if (reply.kind !== task.kind) throw new Error(`expected a "${task.kind}" reply, got "${reply.kind}"`);
-  return reply as ReplyFor<T>;
 }

@@ -1,94 +1,214 @@
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import type { AdamWMoments, AdamWOptions } from '../coordinator/adamw.js';
-import { shardRange } from '../coordinator/shard.js';
-import type { BackendChoice } from '../model/backend.js';
-import type { ModelConfig } from '../model/config.js';
+import type { AdamWMoments, AdamWOptions } from '../math/adamw.js';
+import { gradientPieces, type Piece } from '../math/pieces.js';
+import { addInto, addRows, takeRows, type SparseRows } from '../math/reduce.js';
+import { shardRange } from '../math/shard.js';
+import { maximalSubtrees, treeSplit, type TreeNode } from '../math/tree.js';
+import type { BackendChoice, BackendName } from '../model/backend.js';
+import { gradientRegions, type ParamLayout } from '../model/layout.js';
 import { errorMessage } from '../util/errors.js';
-import { WorkerError, expectReply, type WorkerGroup } from './group.js';
-import type { ReplyFor, WorkerReply, WorkerTask } from './protocol.js';
-
-/** What each worker thread receives once (shared buffers are shared, not copied). */
-export interface ThreadSetup {
-  model: ModelConfig;
-  backend: BackendChoice;
-  weights: SharedArrayBuffer;
-  version: SharedArrayBuffer;
-  gradients: SharedArrayBuffer[];
-  adamM: SharedArrayBuffer;
-  adamV: SharedArrayBuffer;
-  /** Test hook: make a worker fail on purpose (see worker/thread.ts). */
-  fault: string | null;
-}
+import { WorkerError } from './group.js';
+import type { Partial, Sample, SlotStats } from './protocol.js';
+import type { ReplyFor, ThreadReply, ThreadSetup, ThreadTask } from './thread-protocol.js';
 
 const THREAD_ENTRY = fileURLToPath(new URL('../worker/thread.js', import.meta.url));
 
+/** Samples of one slot of a step (or of an evaluation). */
+export interface SlotWork {
+  slot: number;
+  samples: Sample[];
+}
+
+export interface PoolOptions {
+  threads: number;
+  layout: ParamLayout;
+  backend: BackendChoice;
+  /** False: optimizer-only threads, which never load a model (a coordinator without local workers). */
+  withModel: boolean;
+  /** Floats per piece of streamed gradient. */
+  pieceFloats: number;
+  /** Test hook (see worker/thread.ts). */
+  fault?: string | null;
+}
+
+export interface TrainWork {
+  step: number;
+  slots: SlotWork[];
+  /** Slots in the whole step: the reduction tree's leaves. */
+  slotCount: number;
+  dropout: { rate: number; seed: number };
+}
+
 /**
- * Worker threads on this machine via piscina. Weights live in one SharedArrayBuffer that every
- * thread reads; each slot's gradient lives in its own SharedArrayBuffer; nothing large is
- * serialised. Piscina threads are interchangeable: a task names the slot it writes. The
- * reduction and the AdamW step run sharded across the same threads, on shared memory.
+ * Threads on this machine (piscina), each with its own tfjs replica, sharing the weights, AdamW
+ * moments and the reduced gradient through SharedArrayBuffers. Used by the coordinator for its
+ * local workers and its optimizer, and by every remote node for its threads.
+ *
+ * A training call computes one gradient per slot into a per-slot shared buffer; as the backward
+ * completes a region on every slot of a reduction subtree, the main thread adds that region in
+ * tree order and hands the subtree's partial sums piece by piece to a sink, so they can be sent or
+ * reduced while later blocks still compute. Buffers stay valid until release().
  */
-export class ThreadGroup implements WorkerGroup {
+export class ThreadPool {
   readonly weights: Float32Array;
   readonly moments: AdamWMoments;
+  readonly reduced: Float32Array;
+  readonly threads: number;
+  readonly pieces: Piece[];
+  readonly pieceFloats: number;
+  private readonly regions: Array<[number, number]>;
   private readonly versionCell: Int32Array;
-  private readonly gradients: Float32Array[];
-  private readonly pool: Piscina<WorkerTask, WorkerReply>;
+  private readonly pool: Piscina<ThreadTask, ThreadReply>;
+  private readonly free: Float32Array[] = [];
+  private readonly inUse: Float32Array[] = [];
   private closed = false;
 
-  constructor(readonly size: number, model: ModelConfig, paramCount: number, backend: BackendChoice, fault: string | null = null) {
-    const bytes = paramCount * Float32Array.BYTES_PER_ELEMENT;
+  constructor(private readonly opts: PoolOptions) {
+    const { threads, layout } = opts;
+    this.threads = threads;
+    this.pieceFloats = opts.pieceFloats;
+    this.regions = gradientRegions(layout);
+    this.pieces = gradientPieces(this.regions, opts.pieceFloats);
+    const bytes = layout.totalSize * Float32Array.BYTES_PER_ELEMENT;
     const setup: ThreadSetup = {
-      model, backend, fault,
+      model: opts.withModel ? layout.config : null, backend: opts.backend, fault: opts.fault ?? null,
       weights: new SharedArrayBuffer(bytes),
       version: new SharedArrayBuffer(4),
-      gradients: Array.from({ length: size }, () => new SharedArrayBuffer(bytes)),
       adamM: new SharedArrayBuffer(bytes),
       adamV: new SharedArrayBuffer(bytes),
+      reduced: new SharedArrayBuffer(bytes),
     };
-    this.moments = { m: new Float32Array(setup.adamM), v: new Float32Array(setup.adamV) };
     this.weights = new Float32Array(setup.weights);
+    this.moments = { m: new Float32Array(setup.adamM), v: new Float32Array(setup.adamV) };
+    this.reduced = new Float32Array(setup.reduced);
     this.versionCell = new Int32Array(setup.version);
-    this.gradients = setup.gradients.map((b) => new Float32Array(b));
     this.pool = new Piscina({
-      filename: THREAD_ENTRY,
-      minThreads: size,
-      maxThreads: size,
-      concurrentTasksPerWorker: 1,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
-      workerData: setup,
+      filename: THREAD_ENTRY, minThreads: threads, maxThreads: threads, concurrentTasksPerWorker: 1,
+      idleTimeout: Number.MAX_SAFE_INTEGER, workerData: setup,
     });
   }
 
-  get description(): string {
-    return `${this.size} worker thread${this.size === 1 ? '' : 's'}`;
+  get version(): number {
+    return Atomics.load(this.versionCell, 0);
   }
 
-  gradient(slot: number): Float32Array {
-    return this.gradients[slot]!;
+  /** Starts every thread's replica; returns the backend they run. */
+  async start(): Promise<BackendName> {
+    const hellos = await Promise.all(Array.from({ length: this.threads }, (_, k) => this.run({ kind: 'hello' }, `thread ${k}`, 'start-up')));
+    return hellos[0]!.backend;
   }
 
-  async publish(version: number): Promise<void> {
+  publish(version: number): void {
     Atomics.store(this.versionCell, 0, version);
   }
 
-  async run<T extends WorkerTask>(slot: number, task: T): Promise<ReplyFor<T>> {
+  private async run<T extends ThreadTask>(task: T, who: string, during: string): Promise<ReplyFor<T>> {
+    let reply: ThreadReply;
     try {
-      return expectReply(task, await this.pool.run(task));
+      reply = await this.pool.run(task);
     } catch (err) {
-      throw new WorkerError(slot, describe(task), errorMessage(err));
+      throw new WorkerError(who, during, errorMessage(err));
     }
+    if (reply.kind !== task.kind) throw new WorkerError(who, during, `expected a "${task.kind}" reply, got "${reply.kind}"`);
+    return reply as ReplyFor<T>;
   }
 
-  async reduce(slots: number[], start: number, end: number): Promise<void> {
-    await Promise.all(shardRange(start, end, this.size).map(([s, e], k) =>
-      this.run(k, { kind: 'reduce', start: s, end: e, slots })));
+  private takeBuffer(): Float32Array {
+    const b = this.free.pop() ?? new Float32Array(new SharedArrayBuffer(this.weights.byteLength));
+    this.inUse.push(b);
+    return b;
   }
 
-  async adamw(slot: number, t: number, gradScale: number, options: AdamWOptions): Promise<void> {
-    await Promise.all(shardRange(0, this.weights.length, this.size).map(([s, e], k) =>
-      this.run(k, { kind: 'adamw', start: s, end: e, slot, t, gradScale, options })));
+  /** Returns the gradient buffers of finished steps for reuse (their partials are no longer read). */
+  release(): void {
+    this.free.push(...this.inUse.splice(0));
+  }
+
+  /** Computes the gradients of `work.slots`, streaming each subtree's partial sums to `sink`. */
+  async train(work: TrainWork, sink: (p: Partial) => void): Promise<SlotStats[]> {
+    const n = work.slots.length;
+    const progress = new Int32Array(new SharedArrayBuffer(4 * (n + 1)));
+    const grads = new Map(work.slots.map((w) => [w.slot, this.takeBuffer()]));
+    const index = new Map(work.slots.map((w, i) => [w.slot, i + 1]));
+    let failed: unknown = null;
+    const tasks = work.slots.map((w, i) => this.run({
+      kind: 'train', step: work.step, version: work.step, slot: w.slot, samples: w.samples, dropout: work.dropout,
+      gradient: grads.get(w.slot)!.buffer as SharedArrayBuffer, progress: progress.buffer as SharedArrayBuffer, progressIndex: i + 1,
+    }, `worker ${w.slot}`, `step ${work.step}`).catch((err: unknown) => {
+      failed ??= err;
+      Atomics.add(progress, 0, 1);
+      Atomics.notify(progress, 0);
+      throw err;
+    }));
+    tasks.forEach((t) => t.catch(() => {}));
+
+    const subtrees = maximalSubtrees(index.keys(), work.slotCount);
+    const regions = this.regions.length;
+    const sent = subtrees.map(() => 0);
+    const ready = ([lo, hi]: TreeNode, region: number) => {
+      for (let s = lo; s < hi; s++) if (Atomics.load(progress, index.get(s)!) <= region) return false;
+      return true;
+    };
+    while (sent.some((r) => r < regions)) {
+      const seen = Atomics.load(progress, 0);
+      if (failed) throw failed;
+      subtrees.forEach((node, k) => {
+        while (sent[k]! < regions && ready(node, sent[k]!)) {
+          const region = sent[k]!++;
+          const target = this.sumRegion(grads, node, region);
+          for (const piece of this.pieces) {
+            if (piece.region === region) sink({ kind: 'dense', node, piece: piece.index, data: target.subarray(piece.start, piece.end) });
+          }
+        }
+      });
+      if (sent.some((r) => r < regions)) await Atomics.waitAsync(progress, 0, seen).value;
+    }
+    const replies = await Promise.all(tasks);
+    const { tokEmb, config } = this.opts.layout;
+    const rows = new Map(work.slots.map((w, i) =>
+      [w.slot, takeRows(grads.get(w.slot)!.subarray(tokEmb.offset, tokEmb.offset + tokEmb.size), replies[i]!.touchedRows, config.embDim)]));
+    for (const node of subtrees) sink({ kind: 'rows', node, rows: sumRowsOf(rows, node, config.embDim) });
+    return replies.map((r, i) => ({
+      slot: work.slots[i]!.slot, sampleLoss: r.sampleLoss, tokens: r.tokens, computeMs: r.computeMs, heapBytes: r.heapBytes, numTensors: r.numTensors,
+    }));
+  }
+
+  /** Adds one region of the subtree's slot gradients in tree order, into the first slot's buffer. */
+  private sumRegion(grads: Map<number, Float32Array>, [lo, hi]: TreeNode, region: number): Float32Array {
+    const [first, last] = this.regions[region]!;
+    const sum = (a: number, b: number): void => {
+      if (b - a === 1) return;
+      const mid = treeSplit(a, b);
+      sum(a, mid);
+      sum(mid, b);
+      addInto(grads.get(a)!.subarray(first, last), grads.get(mid)!.subarray(first, last));
+    };
+    sum(lo, hi);
+    return grads.get(lo)!;
+  }
+
+  /** Summed token loss of every sample of each slot, dropout off. */
+  async losses(version: number, work: SlotWork[], chunk: number): Promise<Array<{ slot: number; sampleLoss: number[]; computeMs: number }>> {
+    return Promise.all(work.map(async (w) => {
+      const r = await this.run({ kind: 'loss', version, samples: w.samples, chunk }, `worker ${w.slot}`, `evaluation (weights v${version})`);
+      return { slot: w.slot, sampleLoss: r.sampleLoss, computeMs: r.computeMs };
+    }));
+  }
+
+  async generate(version: number, prompt: number[], maxNewTokens: number): Promise<number[]> {
+    return (await this.run({ kind: 'generate', version, prompt, maxNewTokens }, 'worker 0', 'generation')).tokens;
+  }
+
+  /** One AdamW step of `weights` and `moments` with the gradient in `reduced`, sharded over the threads. */
+  async adamw(t: number, gradScale: number, options: AdamWOptions): Promise<void> {
+    await Promise.all(shardRange(0, this.weights.length, this.threads).map(([start, end], k) =>
+      this.run({ kind: 'adamw', start, end, t, gradScale, options }, `thread ${k}`, `optimizer step ${t}`)));
+  }
+
+  /** SHA-256 of the weights (hex). */
+  async hash(): Promise<string> {
+    return (await this.run({ kind: 'hash' }, 'thread 0', 'weight checksum')).hash;
   }
 
   async close(): Promise<void> {
@@ -98,19 +218,9 @@ export class ThreadGroup implements WorkerGroup {
   }
 }
 
-function describe(task: WorkerTask): string {
-  switch (task.kind) {
-    case 'train':
-      return `step ${task.step}`;
-    case 'loss':
-      return `evaluation (weights v${task.version})`;
-    case 'generate':
-      return 'generation';
-    case 'hello':
-      return 'start-up';
-    case 'reduce':
-      return 'gradient reduction';
-    case 'adamw':
-      return `optimizer step ${task.t}`;
-  }
+/** The subtree's token-embedding rows, added in tree order. */
+function sumRowsOf(rows: Map<number, SparseRows>, [lo, hi]: TreeNode, width: number): SparseRows {
+  if (hi - lo === 1) return rows.get(lo)!;
+  const mid = treeSplit(lo, hi);
+  return addRows(sumRowsOf(rows, [lo, mid], width), sumRowsOf(rows, [mid, hi], width), width);
 }

@@ -1,7 +1,7 @@
 import type { WorkerGroup } from '../comm/group.js';
 import type { Sample } from '../comm/protocol.js';
 import type { WindowDataset } from '../data/dataset.js';
-import { shardBatch } from './shard.js';
+import { shardBatch } from '../math/shard.js';
 
 export function samplesOf(data: WindowDataset, ids: number[]): Sample[] {
   return ids.map((id) => ({ id, input: data.input(id), target: data.target(id) }));
@@ -18,14 +18,13 @@ export async function meanBatchLosses(
   sets.forEach(({ data, batches }, set) => {
     batches.forEach((ids, batch) => samplesOf(data, ids).forEach((sample) => pooled.push({ sample, set, batch })));
   });
-  const shards = shardBatch(pooled, group.size);
-  const replies = await Promise.all(shards.map((shard, slot) =>
-    shard.length === 0 ? null : group.run(slot, { kind: 'loss', version, chunk, samples: shard.map((p) => p.sample) })));
+  const shards = shardBatch(pooled, group.slots);
+  const losses = await group.losses(version, shards.map((shard) => shard.map((p) => p.sample)), chunk);
   const sums = sets.map(({ batches }) => batches.map(() => ({ loss: 0, tokens: 0 })));
   shards.forEach((shard, slot) => {
     shard.forEach((p, i) => {
       const acc = sums[p.set]![p.batch]!;
-      acc.loss += replies[slot]!.sampleLoss[i]!;
+      acc.loss += losses[slot]![i]!;
       acc.tokens += p.sample.target.length;
     });
   });

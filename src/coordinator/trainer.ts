@@ -1,17 +1,13 @@
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WorkerGroup } from '../comm/group.js';
-import type { TrainReply } from '../comm/protocol.js';
 import { epochBatches, evalTrainBatches, orderedBatches, type SplitData } from '../data/dataset.js';
 import { decode, encode } from '../data/tokenizer.js';
+import { ADAMW_DEFAULTS } from '../math/adamw.js';
+import { shardBatch } from '../math/shard.js';
 import type { RunConfig } from '../model/config.js';
-import type { ParamLayout } from '../model/layout.js';
-import { ADAMW_DEFAULTS, type AdamWMoments, type AdamWOptions } from './adamw.js';
 import { meanBatchLosses, samplesOf } from './evaluate.js';
-import { median, MetricsLog, type SampleRecord, type StepRecord, type StepTiming } from './metrics.js';
-import { ProgressBar } from './progress.js';
-import { clearTouchedRows, denseRange, reduceEmbeddingRows, unionRows } from './reduce.js';
-import { shardBatch } from './shard.js';
+import { median } from '../math/stats.js';
+import { MetricsLog, type EvalRecord, type MemberRecord, type SampleRecord, type StepRecord } from './metrics.js';
 
 /** Where a run stands between steps. */
 export interface Position {
@@ -26,22 +22,26 @@ export interface Position {
 
 export const START: Position = { step: 0, epoch: 0, batchInEpoch: 0, tokensSeen: 0, elapsedSec: 0 };
 
+/** What the loop reports as it happens (every record is also appended to metrics.jsonl). */
+export interface TrainEvents {
+  step?(record: StepRecord, done: number, totalSteps: number): void;
+  eval?(record: EvalRecord): void;
+  sample?(record: SampleRecord): void;
+  member?(record: MemberRecord): void;
+}
+
 export interface TrainOptions {
   config: RunConfig;
-  layout: ParamLayout;
   data: SplitData;
+  /** A started group: it holds the weights (and moments) to continue from. */
   group: WorkerGroup;
-  /** Initial weights (and moments, when resuming), copied into the group's buffers. */
-  initialWeights: Float32Array;
-  initialMoments?: AdamWMoments;
   start?: Position;
   outDir: string;
   maxSteps: number | null;
-  log: (line: string) => void;
-  progress?: ProgressBar;
+  on?: TrainEvents;
   /** Polled between steps: true stops the run cleanly (SIGINT). */
   shouldStop?: () => boolean;
-  /** Called every `checkpointEvery` steps and when the run ends or stops. */
+  /** Called every `checkpointEvery` steps, when the run ends or stops, and when no worker is left. */
   checkpoint?: (at: Position) => void;
   checkpointEvery?: number;
 }
@@ -60,59 +60,9 @@ export interface TrainResult {
 
 const seconds = (ms: number) => ms / 1000;
 
-interface StepOutcome {
-  loss: number;
-  tokens: number;
-  timing: StepTiming & { stepSec: number; workers: number; heapBytes: number; liveTensors: number; bytesMoved: number };
-}
-
-/**
- * One data-parallel step: shard the global batch, collect gradient sums, reduce them in place,
- * take one AdamW step on the mean-loss gradient and publish the next weight version.
- */
-async function dataParallelStep(
-  opts: TrainOptions, batch: number[], step: number, adam: AdamWOptions,
-): Promise<StepOutcome> {
-  const { config, layout, data, group } = opts;
-  const t0 = performance.now();
-  const shards = shardBatch(samplesOf(data.train, batch), group.size);
-  const active = shards.map((s, slot) => ({ s, slot })).filter(({ s }) => s.length > 0);
-  const replies: TrainReply[] = await Promise.all(active.map(({ s, slot }) =>
-    group.run(slot, { kind: 'train', step, version: step, slot, samples: s, dropout: { rate: config.model.dropRate, seed: config.training.seed } })));
-  const t1 = performance.now();
-
-  const slotIds = active.map(({ slot }) => slot);
-  const slots = slotIds.map((slot) => group.gradient(slot));
-  const touched = replies.map((r) => r.touchedRows);
-  reduceEmbeddingRows(layout, slots, touched);
-  if (slotIds.length > 1) await group.reduce(slotIds, ...denseRange(layout));
-  const tokens = replies.reduce((n, r) => n + r.tokens, 0);
-  const t2 = performance.now();
-  await group.adamw(slotIds[0]!, step + 1, 1 / tokens, adam);
-  const t3 = performance.now();
-  clearTouchedRows(layout, slots[0]!, unionRows(touched));
-  slots.slice(1).forEach((g, k) => clearTouchedRows(layout, g, touched[k + 1]!));
-  await group.publish(step + 1);
-  const t4 = performance.now();
-
-  const workerComputeSec = replies.map((r) => seconds(r.computeMs));
-  const computeSec = Math.max(...workerComputeSec);
-  const [denseStart, denseEnd] = denseRange(layout);
-  const dense = denseEnd - denseStart;
-  const rowsMoved = touched.reduce((n, rows) => n + rows.length, 0) * layout.config.embDim;
-  // Floats copied: weights into each worker's backend (all but the embeddings, read in place),
-  // dense gradients and touched embedding rows out of each, other workers' gradients into the sum.
-  const floatsMoved = active.length * (dense - layout.posEmb.size) + active.length * dense + rowsMoved + (active.length - 1) * dense;
-  return {
-    loss: replies.reduce((s, r) => s + r.sampleLoss.reduce((a, b) => a + b, 0), 0) / tokens,
-    tokens,
-    timing: {
-      stepSec: seconds(t4 - t0), workers: active.length, computeSec, waitSec: Math.max(0, seconds(t1 - t0) - computeSec),
-      reduceSec: seconds(t2 - t1), optimizerSec: seconds(t3 - t2), publishSec: seconds(t4 - t3), workerComputeSec,
-      heapBytes: Math.max(...replies.map((r) => r.heapBytes)), liveTensors: Math.max(...replies.map((r) => r.numTensors)),
-      bytesMoved: 4 * floatsMoved,
-    },
-  };
+export function totalSteps(config: RunConfig, trainWindows: number, maxSteps: number | null): number {
+  const stepsPerEpoch = Math.floor(trainWindows / config.training.batchSize);
+  return Math.min(stepsPerEpoch * config.training.epochs, maxSteps ?? Infinity);
 }
 
 /** The reference evaluation after step `step`: mean loss over evalIter train and val batches. */
@@ -127,78 +77,74 @@ function evaluate(opts: TrainOptions, step: number): Promise<number[]> {
 
 /**
  * The training loop: epochs of data-parallel steps, an evaluation every evalFreq steps, a greedy
- * sample after each epoch, metrics as they happen. Weight version v is the weights after v steps.
+ * sample after each epoch. Weight version v is the weights after v steps.
  */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
-  const { config, data, group, log } = opts;
+  const { config, data, group } = opts;
   const tc = config.training;
   const start = opts.start ?? START;
-  const resuming = start.step > 0;
-  const metrics = new MetricsLog(join(opts.outDir, 'metrics.jsonl'), resuming ? start : null);
-  const samplesPath = join(opts.outDir, 'samples.txt');
-  const sampleLine = (r: SampleRecord) => `Epoch ${r.epoch} (step ${r.step}): ${r.text}\n`;
-  writeFileSync(samplesPath, metrics.of('sample').map(sampleLine).join(''));
-  group.weights.set(opts.initialWeights);
-  if (opts.initialMoments) {
-    group.moments.m.set(opts.initialMoments.m);
-    group.moments.v.set(opts.initialMoments.v);
-  }
+  const metrics = new MetricsLog(join(opts.outDir, 'metrics.jsonl'), join(opts.outDir, 'samples.txt'), start.step > 0 ? start : null);
   const adam = { lr: tc.lr, weightDecay: tc.weightDecay, ...ADAMW_DEFAULTS };
-  const stepsPerEpoch = Math.floor(data.train.size / tc.batchSize);
-  const totalSteps = Math.min(stepsPerEpoch * tc.epochs, opts.maxSteps ?? Infinity);
+  const total = totalSteps(config, data.train.size, opts.maxSteps);
 
   const pos: Position = { ...start };
-  await group.publish(pos.step);
   let peakHeapBytes = 0;
   let interrupted = false;
   const startedAt = performance.now();
   const elapsed = () => start.elapsedSec + seconds(performance.now() - startedAt);
-  const say = (line: string) => {
-    opts.progress?.clear();
-    log(line);
-  };
   const save = () => opts.checkpoint?.({ ...pos, elapsedSec: elapsed() });
+  for (const m of group.members()) {
+    if (m.kind === 'node') metrics.write({ type: 'member', event: 'join', step: start.step, member: m.id, host: m.host, threads: m.threads, elapsedSec: elapsed() });
+  }
+  group.onEvent((e) => {
+    const record: MemberRecord = { type: 'member', ...e, elapsedSec: elapsed() };
+    metrics.write(record);
+    opts.on?.member?.(record);
+    // Nothing has been applied this step yet: the weights are those of `pos.step`.
+    if (e.event === 'waiting') save();
+  });
 
   outer: for (; pos.epoch < tc.epochs; pos.epoch++, pos.batchInEpoch = 0) {
     const batches = epochBatches(data.train.size, tc.batchSize, tc.seed, pos.epoch);
     while (pos.batchInEpoch < batches.length) {
-      if (pos.step >= totalSteps) break outer;
+      if (pos.step >= total) break outer;
       if (opts.shouldStop?.()) {
         interrupted = true;
         break outer;
       }
       const step = pos.step;
-      const r = await dataParallelStep(opts, batches[pos.batchInEpoch]!, step, adam);
+      const r = await group.trainStep({
+        step, shards: shardBatch(samplesOf(data.train, batches[pos.batchInEpoch]!), group.slots),
+        dropout: { rate: config.model.dropRate, seed: tc.seed }, adam,
+      });
       pos.tokensSeen += r.tokens;
-      peakHeapBytes = Math.max(peakHeapBytes, r.timing.heapBytes);
-      const record: StepRecord = { type: 'step', epoch: pos.epoch + 1, step, tokensSeen: pos.tokensSeen, loss: r.loss, elapsedSec: elapsed(), ...r.timing };
+      peakHeapBytes = Math.max(peakHeapBytes, r.heapBytes);
+      const { tokens: _, ...report } = r;
+      const record: StepRecord = { type: 'step', epoch: pos.epoch + 1, step, tokensSeen: pos.tokensSeen, elapsedSec: elapsed(), workers: group.slots, ...report };
       metrics.write(record);
 
       if (step % tc.evalFreq === 0) {
         const e0 = performance.now();
         const [trainLoss, valLoss] = await evaluate(opts, step);
-        metrics.write({
+        const evalRecord: EvalRecord = {
           type: 'eval', epoch: pos.epoch + 1, step, tokensSeen: pos.tokensSeen, trainLoss: trainLoss!, valLoss: valLoss!,
           elapsedSec: elapsed(), evalSec: seconds(performance.now() - e0),
-        });
-        say(`Ep ${pos.epoch + 1} (Step ${String(step).padStart(6, '0')}): Train loss ${trainLoss!.toFixed(3)}, Val loss ${valLoss!.toFixed(3)}`);
+        };
+        metrics.write(evalRecord);
+        opts.on?.eval?.(evalRecord);
       }
       pos.step += 1;
       pos.batchInEpoch += 1;
-      const runSec = elapsed() - start.elapsedSec;
-      opts.progress?.update(pos.step, { loss: r.loss.toFixed(3), 'tok/s': ((pos.tokensSeen - start.tokensSeen) / runSec).toFixed(0) },
-        (runSec / (pos.step - start.step)) * (totalSteps - pos.step));
-      if (opts.checkpointEvery && pos.step % opts.checkpointEvery === 0 && pos.step < totalSteps) save();
+      opts.on?.step?.(record, pos.step - start.step, total - start.step);
+      if (opts.checkpointEvery && pos.step % opts.checkpointEvery === 0 && pos.step < total) save();
     }
     if (tc.sampleTokens > 0) {
-      const reply = await group.run(0, { kind: 'generate', version: pos.step, prompt: encode(tc.startContext), maxNewTokens: tc.sampleTokens });
-      const record: SampleRecord = { type: 'sample', epoch: pos.epoch + 1, step: pos.step, text: decode(reply.tokens).replace(/\n/g, ' ') };
+      const tokens = await group.generate(pos.step, encode(tc.startContext), tc.sampleTokens);
+      const record: SampleRecord = { type: 'sample', epoch: pos.epoch + 1, step: pos.step, text: decode(tokens).replace(/\n/g, ' ') };
       metrics.write(record);
-      writeFileSync(samplesPath, sampleLine(record), { flag: 'a' });
-      say(record.text);
+      opts.on?.sample?.(record);
     }
   }
-  opts.progress?.clear();
   save();
   const stepRecords = metrics.of('step');
   return {

@@ -104,3 +104,13 @@ export function buildLayout(config: ModelConfig): ParamLayout {
 export function paramView(flat: Float32Array, spec: ParamSpec): Float32Array {
   return flat.subarray(spec.offset, spec.offset + spec.size);
 }
+
+/**
+ * The dense gradient's regions in the order the backward completes them: the head (final norm
+ * and out_head, the end of the layout), blocks L-1 .. 0, then the position embedding. The token
+ * embedding's sparse rows complete with the last region.
+ */
+export function gradientRegions(layout: ParamLayout): Array<[number, number]> {
+  const blocks = [...layout.blockRanges].reverse();
+  return [[layout.finalNormScale.offset, layout.totalSize], ...blocks, [layout.posEmb.offset, layout.posEmb.offset + layout.posEmb.size]];
+}

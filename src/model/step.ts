@@ -85,12 +85,15 @@ function writeParamGrad(grad: Float32Array, spec: ParamSpec, t: tf.Tensor): void
  * are added to (the caller keeps that region zero between steps, so it stays sparse).
  *
  * The backward runs block by block in reverse, copying each block's parameter gradients out of
- * the tfjs heap as soon as they exist. Blocks keep their forward activations while the budget
- * allows; the others keep only their input and recompute their forward when their turn comes.
+ * the tfjs heap as soon as they exist, and reports each region of `gradientRegions` as it
+ * completes (`onRegion`), so it can be sent while the backward goes on. Blocks keep their forward
+ * activations while the budget allows; the others keep only their input and recompute their
+ * forward when their turn comes.
  */
 export function forwardBackward(
   layout: ParamLayout, m: ModelTensors, flat: Float32Array, batch: LocalBatch,
-  dropout: DropoutPlan | null, grad: Float32Array, activationBudget = DEFAULT_ACTIVATION_BUDGET,
+  dropout: DropoutPlan | null, grad: Float32Array, onRegion: (region: number) => void = () => {},
+  activationBudget = DEFAULT_ACTIVATION_BUDGET,
 ): GradResult {
   const clock = new PhaseClock();
   const { embDim: D, nLayers: L, vocabSize: V } = layout.config;
@@ -136,6 +139,7 @@ export function forwardBackward(
   tf.dispose([norm.y, norm.xhat, norm.rstd, head.dh!, ...head.dHead!, dScale, dShift]);
   let dx = dxL;
   clock.lap('gradient extraction');
+  onRegion(0);
 
   for (let i = L - 1; i >= 0; i--) {
     const bm = masks[i] ?? null;
@@ -154,11 +158,13 @@ export function forwardBackward(
     if (bm) tf.dispose([bm.attention, bm.attnShortcut, bm.ffShortcut]);
     dx = dxi;
     clock.lap('gradient extraction');
+    onRegion(L - i);
   }
 
   const touchedRows = embeddingGrad(layout, grad, batch.inputs, floatValues(dx).slice(), embMask);
   tf.dispose([dx, xs[0]!, bias]);
   clock.lap('embedding backward');
+  onRegion(L + 1);
   return {
     sampleLoss: sumPerSample(head.rowLoss, s.batch, T),
     tokens: s.batch * T,

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { EvalRecord, MetricRecord, StepRecord } from '../coordinator/metrics.js';
-import { median } from '../coordinator/metrics.js';
+import { median } from '../math/stats.js';
 import { UsageError } from '../util/errors.js';
 
 /** What a finished run directory says about itself (summary.json and metrics.jsonl). */
@@ -46,9 +46,10 @@ export function readRun(dir: string): RunData {
   };
 }
 
-export type Phase = 'computeSec' | 'waitSec' | 'reduceSec' | 'optimizerSec' | 'publishSec';
+/** Consecutive phases of a step: they add up to its time (the reduction overlaps compute and waiting). */
+export type Phase = 'computeSec' | 'waitSec' | 'optimizerSec' | 'publishSec';
 export const PHASES: Array<[Phase, string]> = [
-  ['computeSec', 'compute'], ['waitSec', 'waiting'], ['reduceSec', 'reduce'], ['optimizerSec', 'optimizer'], ['publishSec', 'publish'],
+  ['computeSec', 'compute'], ['waitSec', 'waiting'], ['optimizerSec', 'optimizer'], ['publishSec', 'publish'],
 ];
 
 /** One row of the comparison table. */

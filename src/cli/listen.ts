@@ -1,0 +1,83 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createTokenFile, readTokenFile } from '../comm/auth.js';
+import { PIECE_FLOATS } from '../comm/cluster.js';
+import type { WireFormat } from '../comm/protocol.js';
+import { NodeServer } from '../comm/server.js';
+import type { ParamLayout } from '../model/layout.js';
+import { UsageError } from '../util/errors.js';
+
+/** Flags of a coordinator that remote nodes join. */
+export interface ListenArgs {
+  /** HOST:PORT to listen on. */
+  listen?: string;
+  /** Nodes to wait for before the first step. */
+  nodes?: number;
+  tokenFile?: string;
+  waitTimeout?: number;
+  heartbeatTimeout?: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  wire?: WireFormat;
+  /** Floats per gradient frame (tests use small pieces to exercise streaming). */
+  pieceFloats?: number;
+  /** Compare the nodes' weights with the coordinator's every N steps. */
+  checksumEvery?: number;
+}
+
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new UsageError(`--listen must be HOST:PORT (e.g. 0.0.0.0:29500), got "${value}"`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/** Checks the remote-node flags before anything is created. */
+export function checkListenArgs(args: ListenArgs): void {
+  if (args.listen) parseListen(args.listen);
+  else {
+    const stray = (['nodes', 'tokenFile', 'tlsCert', 'tlsKey', 'wire'] as const).find((k) => args[k] !== undefined);
+    if (stray) throw new UsageError(`--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --listen HOST:PORT`);
+  }
+  if ((args.tlsCert === undefined) !== (args.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+  for (const f of [args.tlsCert, args.tlsKey]) if (f !== undefined && !existsSync(f)) throw new UsageError(`${f} does not exist`);
+  if (args.tokenFile) readTokenFile(args.tokenFile);
+  if (args.pieceFloats !== undefined && args.pieceFloats > PIECE_FLOATS) throw new UsageError(`--piece-floats must be at most ${PIECE_FLOATS}`);
+}
+
+/** Addresses other machines can reach when listening on every interface. */
+function lanAddresses(): string[] {
+  return Object.values(networkInterfaces()).flat().filter((a) => a && a.family === 'IPv4' && !a.internal).map((a) => a!.address);
+}
+
+/**
+ * Opens the port nodes join through, with the run's token (from --token-file, or generated into
+ * the run directory), and prints what to run on every other machine.
+ */
+export async function startListening(args: ListenArgs, layout: ParamLayout, outDir: string, log: (line: string) => void): Promise<NodeServer> {
+  const { host, port } = parseListen(args.listen!);
+  const generated = join(outDir, 'token');
+  const tokenPath = resolve(args.tokenFile ?? generated);
+  const token = args.tokenFile || existsSync(generated) ? readTokenFile(tokenPath) : createTokenFile(generated);
+  const pieceFloats = args.pieceFloats ?? PIECE_FLOATS;
+  let server: NodeServer;
+  try {
+    server = await NodeServer.listen({
+      host, port, token, layout, pieceFloats, wire: args.wire ?? 'fp32',
+      heartbeatTimeoutSec: args.heartbeatTimeout ?? 20, log,
+      tls: args.tlsCert ? { cert: readFileSync(args.tlsCert), key: readFileSync(args.tlsKey!) } : undefined,
+    });
+  } catch (err) {
+    throw new UsageError(`--listen ${args.listen}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const scheme = args.tlsCert ? 'wss' : 'ws';
+  const wildcard = host === '0.0.0.0' || host === '::';
+  const hosts = wildcard ? lanAddresses() : [server.url.replace(/^wss?:\/\/|:\d+$/g, '')];
+  const nodes = args.nodes ?? 0;
+  log(`listening on ${server.url}${nodes > 0 ? `; waiting for ${nodes} node${nodes === 1 ? '' : 's'}` : ''}. On each node machine, with ${tokenPath} copied there (chmod 600), run:`);
+  for (const h of hosts.length ? hosts : ['THIS-HOST']) {
+    log(`  npx gpt-ddp worker --connect ${scheme}://${h}:${server.port} --token-file ${tokenPath}${args.tlsCert ? ` --ca ${resolve(args.tlsCert)}` : ''}`);
+  }
+  return server;
+}

@@ -1,0 +1,65 @@
+/**
+ * Gradient arithmetic of the reduction. Dense parts add element-wise; the token embedding's
+ * gradient stays sparse (only the rows of the tokens in the batch), as sorted rows of `width`.
+ */
+
+/** target[i] += source[i] for every i (float32 results, as any worker computes them). */
+export function addInto(target: Float32Array, source: Float32Array): Float32Array {
+  if (target.length !== source.length) throw new Error(`addInto: ${target.length} != ${source.length}`);
+  for (let i = 0; i < target.length; i++) target[i]! += source[i]!;
+  return target;
+}
+
+/** Rows of a [rows, width] matrix, only those listed (sorted ascending, distinct). */
+export interface SparseRows {
+  rows: Int32Array;
+  values: Float32Array;
+}
+
+export function emptyRows(): SparseRows {
+  return { rows: new Int32Array(0), values: new Float32Array(0) };
+}
+
+/** a + b, rows of both kept; shared rows added. */
+export function addRows(a: SparseRows, b: SparseRows, width: number): SparseRows {
+  const rows: number[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.rows.length || j < b.rows.length) {
+    const ra = i < a.rows.length ? a.rows[i]! : Infinity;
+    const rb = j < b.rows.length ? b.rows[j]! : Infinity;
+    rows.push(Math.min(ra, rb));
+    if (ra <= rb) i++;
+    if (rb <= ra) j++;
+  }
+  const values = new Float32Array(rows.length * width);
+  i = 0;
+  j = 0;
+  rows.forEach((row, k) => {
+    const out = values.subarray(k * width, (k + 1) * width);
+    if (a.rows[i] === row) out.set(a.values.subarray(i * width, ++i * width));
+    if (b.rows[j] === row) addInto(out, b.values.subarray(j * width, ++j * width));
+  });
+  return { rows: Int32Array.from(rows), values };
+}
+
+/** Copies the listed rows out of `matrix` (row-major, `width` columns) and zeroes them there. */
+export function takeRows(matrix: Float32Array, rows: Iterable<number>, width: number): SparseRows {
+  const sorted = Int32Array.from(new Set(rows)).sort();
+  const values = new Float32Array(sorted.length * width);
+  sorted.forEach((row, k) => {
+    values.set(matrix.subarray(row * width, (row + 1) * width), k * width);
+    matrix.fill(0, row * width, (row + 1) * width);
+  });
+  return { rows: sorted, values };
+}
+
+/** Writes rows into `matrix` (row-major, `width` columns). */
+export function putRows(matrix: Float32Array, sparse: SparseRows, width: number): void {
+  sparse.rows.forEach((row, k) => matrix.set(sparse.values.subarray(k * width, (k + 1) * width), row * width));
+}
+
+/** Zeroes the listed rows of `matrix`. */
+export function clearRows(matrix: Float32Array, rows: Iterable<number>, width: number): void {
+  for (const row of rows) matrix.fill(0, row * width, (row + 1) * width);
+}

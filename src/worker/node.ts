@@ -1,0 +1,281 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { WebSocket } from 'ws';
+import { newNonce, proof, proofMatches } from '../comm/auth.js';
+import { PIECE_FLOATS } from '../comm/cluster.js';
+import {
+  controlFrame, decodeFrame, denseFrame, denseValues, FRAME, ProtocolError, rowsFrame, rowsPerFrame, rowValues, splitRows, type TensorHeader,
+} from '../comm/frames.js';
+import { checkSamples, parseCoordinatorMessage } from '../comm/messages.js';
+import { PROTOCOL_VERSION, type CoordinatorMessage, type NodeMessage, type Partial, type WelcomeMessage } from '../comm/protocol.js';
+import { maxPayload } from '../comm/server.js';
+import { ThreadPool } from '../comm/threads.js';
+import { clearRows, putRows, type SparseRows } from '../math/reduce.js';
+import type { BackendChoice } from '../model/backend.js';
+import { buildLayout, type ParamLayout } from '../model/layout.js';
+import { errorMessage, UsageError } from '../util/errors.js';
+import { NodeFaults } from './node-faults.js';
+
+export interface NodeArgs {
+  connect: string;
+  token: string;
+  threads: number;
+  backend: BackendChoice;
+  /** PEM certificate(s) to trust for wss:// (e.g. the coordinator's self-signed one). */
+  ca?: string;
+  /** Test hook (see node-faults.ts). */
+  fault?: string;
+}
+
+/** Exit codes: 0 the run ended, 1 lost the coordinator or failed, 2 refused, 130 stopped by a signal. */
+export type NodeExit = 0 | 1 | 2 | 130;
+
+const SILENCE_MS = 60_000;
+
+/**
+ * A remote node: joins a run over WebSocket, mirrors the coordinator's weights and moments,
+ * computes the slots it is given on its threads and streams their partial sums piece by piece,
+ * then applies the step's reduced gradient with the same AdamW arithmetic as the coordinator.
+ */
+export async function runNode(args: NodeArgs, log: (line: string) => void): Promise<NodeExit> {
+  let url: URL;
+  try {
+    url = new URL(args.connect);
+  } catch {
+    throw new UsageError(`--connect ${args.connect} is not a URL (expected ws://HOST:PORT or wss://HOST:PORT)`);
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new UsageError(`--connect must be a ws:// or wss:// URL, got ${args.connect}`);
+  const ca = args.ca ? readFileSync(args.ca) : undefined;
+  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS), ca });
+  return new Promise<NodeExit>((resolveExit) => {
+    const session = new NodeSession(ws, args, log, resolveExit);
+    const onSignal = (signal: string) => session.leave(`stopped by ${signal}`);
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    session.finished.then(() => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    });
+  });
+}
+
+class NodeSession {
+  private pool: ThreadPool | null = null;
+  private poolReady: Promise<string> | null = null;
+  private welcome: WelcomeMessage | null = null;
+  private layout: ParamLayout | null = null;
+  private nonce = newNonce();
+  private challenge: Uint8Array | null = null;
+  private version = -1;
+  private stateGot = new Set<string>();
+  private reduced = { pieces: new Set<number>(), rows: [] as SparseRows[], parts: 0 };
+  private computing: Promise<void> = Promise.resolve();
+  private queue: Promise<void> = Promise.resolve();
+  private lastHeard = Date.now();
+  private readonly watchdog: NodeJS.Timeout;
+  private readonly faults: NodeFaults;
+  private exited = false;
+  readonly finished: Promise<void>;
+  private finish!: () => void;
+
+  constructor(private readonly ws: WebSocket, private readonly args: NodeArgs, private readonly log: (line: string) => void, private readonly resolveExit: (code: NodeExit) => void) {
+    this.finished = new Promise((r) => (this.finish = r));
+    this.faults = new NodeFaults(args.fault);
+    ws.on('message', (data: Buffer) => {
+      this.lastHeard = Date.now();
+      this.queue = this.queue.then(() => this.onMessage(data)).catch((err: unknown) => this.fail(err));
+    });
+    ws.on('ping', () => {
+      this.lastHeard = Date.now();
+    });
+    ws.on('error', (err) => this.exit(1, `cannot reach the coordinator at ${args.connect}: ${err.message}`));
+    ws.on('close', (code, reason) => this.exit(1, `lost the coordinator (connection closed, code ${code}${reason.length ? `: ${reason.toString()}` : ''})`));
+    this.watchdog = setInterval(() => {
+      if (Date.now() - this.lastHeard > SILENCE_MS) this.exit(1, `the coordinator has been silent for ${SILENCE_MS / 1000} s`);
+    }, 1000);
+  }
+
+  private send(message: NodeMessage): void {
+    this.ws.send(controlFrame(message));
+  }
+
+  private async exit(code: NodeExit, line: string): Promise<void> {
+    if (this.exited) return;
+    this.exited = true;
+    clearInterval(this.watchdog);
+    this.log(line);
+    if (this.ws.readyState === this.ws.OPEN) this.ws.close(1000);
+    await this.pool?.close();
+    this.finish();
+    this.resolveExit(code);
+  }
+
+  private fail(err: unknown): void {
+    void this.exit(1, err instanceof ProtocolError ? `the coordinator sent a bad message: ${errorMessage(err)}` : `failed: ${errorMessage(err)}`);
+  }
+
+  /** Ctrl-C: tell the coordinator, which gives this node's slots to others, then go. */
+  leave(why: string): void {
+    if (this.exited) return;
+    if (this.ws.readyState === this.ws.OPEN) this.send({ kind: 'leave', reason: why });
+    void this.exit(130, `left the run (${why})`);
+  }
+
+  private async onMessage(data: Buffer): Promise<void> {
+    if (this.exited) return;
+    const frame = decodeFrame(data);
+    if (frame.type !== FRAME.control) return this.onTensor(frame.header, frame.payload);
+    const m = parseCoordinatorMessage(frame.message);
+    if (!this.welcome && m.kind !== 'challenge' && m.kind !== 'welcome' && m.kind !== 'refused') throw new ProtocolError(`"${m.kind}" before the handshake`);
+    await this.onControl(m);
+  }
+
+  private async onControl(m: CoordinatorMessage): Promise<void> {
+    switch (m.kind) {
+      case 'challenge':
+        if (m.protocol !== PROTOCOL_VERSION) {
+          return this.exit(2, `the coordinator speaks protocol version ${m.protocol}, this node ${PROTOCOL_VERSION}: install the same gpt-ddp version on both`);
+        }
+        this.challenge = m.nonce;
+        this.send({
+          kind: 'hello', protocol: PROTOCOL_VERSION, nonce: this.nonce, proof: proof(this.args.token, 'node', m.nonce, this.nonce),
+          host: hostname(), threads: this.args.threads, backend: this.args.backend,
+        });
+        return;
+      case 'refused':
+        return this.exit(2, `the coordinator refused this node: ${m.reason}`);
+      case 'welcome':
+        return this.onWelcome(m);
+      case 'state':
+        this.version = m.version;
+        this.stateGot.clear();
+        return;
+      case 'state-end':
+        return this.onStateEnd(m.version);
+      case 'train':
+        return this.onTrain(m);
+      case 'commit':
+        return this.onCommit(m.step, m.gradScale, m.adam);
+      case 'loss': {
+        const pool = this.ready();
+        checkSamples(m.slots, this.welcome!.model);
+        await this.computing;
+        const results = await pool.losses(m.version, m.slots, m.chunk);
+        this.send({ kind: 'losses', task: m.task, results });
+        return;
+      }
+      case 'generate': {
+        await this.computing;
+        const tokens = await this.ready().generate(m.version, m.prompt, m.maxNewTokens);
+        this.send({ kind: 'generated', task: m.task, tokens });
+        return;
+      }
+      case 'checksum': {
+        await this.computing;
+        const hash = await this.ready().hash();
+        if (hash !== m.hash) this.log(`weights after step ${m.version} differ from the coordinator's: this node will be dropped`);
+        this.send({ kind: 'checksum-reply', version: m.version, hash });
+        return;
+      }
+      case 'shutdown':
+        return this.exit(0, `the coordinator ended the run: ${m.reason}`);
+    }
+  }
+
+  private onWelcome(m: WelcomeMessage): void {
+    if (!this.challenge || !proofMatches(proof(this.args.token, 'coordinator', this.nonce, this.challenge), m.proof)) {
+      void this.exit(2, 'the coordinator could not prove it holds the token: wrong --token-file, or not the coordinator you meant');
+      return;
+    }
+    if (m.pieceFloats > PIECE_FLOATS) throw new ProtocolError(`pieces of ${m.pieceFloats} floats exceed the limit of ${PIECE_FLOATS}`);
+    this.welcome = m;
+    const layout = buildLayout(m.model);
+    this.layout = layout;
+    this.pool = new ThreadPool({ threads: this.args.threads, layout, backend: this.args.backend, withModel: true, pieceFloats: m.pieceFloats });
+    this.poolReady = this.pool.start();
+    this.poolReady.catch(() => {});
+    this.log(`joined ${this.args.connect} as node ${m.member}: ${layout.totalSize.toLocaleString('en-US')}-parameter model, ${this.args.threads} thread${this.args.threads === 1 ? '' : 's'}, ${m.wire} gradients; loading the weights`);
+  }
+
+  private ready(): ThreadPool {
+    if (!this.pool || this.version < 0) throw new ProtocolError('a task before the weights arrived');
+    return this.pool;
+  }
+
+  private async onStateEnd(version: number): Promise<void> {
+    const pool = this.pool;
+    if (!pool || version !== this.version) throw new ProtocolError('state-end without its state');
+    const pieces = Math.ceil(pool.weights.length / this.welcome!.pieceFloats);
+    if (this.stateGot.size !== 3 * pieces) throw new ProtocolError(`state-end after ${this.stateGot.size} of ${3 * pieces} state frames`);
+    const backend = await this.poolReady!;
+    pool.publish(version);
+    this.send({ kind: 'ready', version, backend });
+    this.log(`weights of step ${version} loaded; backend ${backend}; training`);
+  }
+
+  private onTensor(h: TensorHeader, payload: Buffer): void {
+    const pool = this.pool;
+    if (!pool) throw new ProtocolError('a tensor frame before the handshake');
+    const { pieceFloats, wire, model } = this.welcome!;
+    if (h.type === FRAME.state) {
+      const target = [pool.weights, pool.moments.m, pool.moments.v][h.b];
+      const start = h.d * pieceFloats;
+      if (!target || h.a !== this.version || start >= target.length || this.stateGot.has(`${h.b}:${h.d}`)) throw new ProtocolError('unexpected state frame');
+      target.set(denseValues(h, payload, Math.min(pieceFloats, target.length - start), 'fp32'), start);
+      this.stateGot.add(`${h.b}:${h.d}`);
+    } else if (h.type === FRAME.reduced) {
+      const piece = pool.pieces[h.d];
+      if (!piece || h.a !== this.version || this.reduced.pieces.has(h.d)) throw new ProtocolError(`unexpected reduced piece ${h.d} of step ${h.a}`);
+      pool.reduced.set(denseValues(h, payload, piece.end - piece.start, wire), piece.start);
+      this.reduced.pieces.add(h.d);
+    } else if (h.type === FRAME.reducedRows) {
+      if (h.a !== this.version || h.d !== this.reduced.rows.length || h.e === 0 || (this.reduced.parts && h.e !== this.reduced.parts)) throw new ProtocolError('unexpected reduced rows');
+      this.reduced.parts = h.e;
+      this.reduced.rows.push(rowValues(h, payload, model.embDim, model.vocabSize));
+    } else {
+      throw new ProtocolError(`a coordinator may not send frame type ${h.type}`);
+    }
+  }
+
+  private onTrain(m: Extract<CoordinatorMessage, { kind: 'train' }>): void {
+    const pool = this.ready();
+    checkSamples(m.slots, this.welcome!.model);
+    if (m.step !== this.version) throw new ProtocolError(`a task for step ${m.step} while the weights are of step ${this.version}`);
+    const { wire, pieceFloats, model } = this.welcome!;
+    const fault = this.faults.forStep(m.step);
+    const sink = (p: Partial) => {
+      if (!fault.allow(p)) return;
+      if (p.kind === 'dense') {
+        this.ws.send(denseFrame({ type: FRAME.partial, wire, a: m.task, b: p.node[0], c: p.node[1], d: p.piece, e: 0 }, p.data));
+      } else {
+        const parts = splitRows(p.rows, rowsPerFrame(pieceFloats, model.embDim), model.embDim);
+        parts.forEach((part, i) => this.ws.send(rowsFrame({ type: FRAME.partialRows, a: m.task, b: p.node[0], c: p.node[1], d: i, e: parts.length }, part)));
+      }
+    };
+    this.computing = pool.train({ step: m.step, slotCount: m.slotCount, slots: m.slots, dropout: m.dropout }, sink).then((results) => {
+      if (!fault.silent) this.send({ kind: 'trained', task: m.task, results });
+    }, (err: unknown) => {
+      this.send({ kind: 'failed', task: m.task, reason: errorMessage(err) });
+      throw err;
+    });
+    this.computing.catch((err: unknown) => this.fail(err));
+  }
+
+  private async onCommit(step: number, gradScale: number, adam: Extract<CoordinatorMessage, { kind: 'commit' }>['adam']): Promise<void> {
+    const pool = this.ready();
+    if (step !== this.version || this.reduced.pieces.size !== pool.pieces.length || this.reduced.rows.length !== this.reduced.parts || this.reduced.parts === 0) {
+      throw new ProtocolError(`commit of step ${step} before its reduced gradient (${this.reduced.pieces.size} of ${pool.pieces.length} pieces)`);
+    }
+    await this.computing;
+    const { tokEmb, config } = this.layout!;
+    const D = config.embDim;
+    const tok = pool.reduced.subarray(tokEmb.offset, tokEmb.offset + tokEmb.size);
+    for (const rows of this.reduced.rows) putRows(tok, rows, D);
+    await pool.adamw(step + 1, gradScale, adam);
+    for (const rows of this.reduced.rows) clearRows(tok, rows.rows, D);
+    pool.release();
+    this.reduced = { pieces: new Set(), rows: [], parts: 0 };
+    this.version = step + 1;
+    pool.publish(this.version);
+  }
+}
