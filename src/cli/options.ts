@@ -3,6 +3,7 @@ import { UsageError } from '../util/errors.js';
 /** yargs `coerce` checks: a bad value becomes one clear usage error (exit code 2). */
 function check(name: string, ok: (v: number) => boolean, expected: string) {
   return (v: number | undefined) => {
+    if (Array.isArray(v)) throw new UsageError(`--${name} is given more than once`);
     if (v !== undefined && !ok(v)) throw new UsageError(`--${name} must be ${expected}, got ${v}`);
     return v;
   };

@@ -166,7 +166,7 @@ export class Cluster implements WorkerGroup {
 
   private rebalance(): void {
     const caps: Capacity[] = this.liveMembers().map((m) => ({ id: m.info.id, threads: m.info.threads }));
-    this.assignment = assignSlots(this.slotCount, caps);
+    this.assignment = caps.length > 0 ? assignSlots(this.slotCount, caps) : new Map();
   }
 
   /** Removes a node (idempotent); its slots are reassigned by whoever is waiting for them. */

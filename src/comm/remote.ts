@@ -51,7 +51,8 @@ interface ReplyExpect {
 
 /** How long a node may take to load the weights and start its threads. */
 const STATE_TIMEOUT_MS = 10 * 60_000;
-const HEARTBEAT_MS = 1000;
+/** Pings go out at least five times per heartbeat timeout. */
+const pingEveryMs = (timeoutMs: number) => Math.min(1000, timeoutMs / 5);
 
 /**
  * A remote node as the coordinator sees it: a Member whose tasks go over its WebSocket, and a
@@ -84,7 +85,7 @@ export class RemoteNode implements Member {
       const silent = performance.now() - this.lastHeard;
       if (silent > ctx.heartbeatTimeoutMs) this.close(`no heartbeat for ${(silent / 1000).toFixed(1)} s`);
       else ws.ping();
-    }, HEARTBEAT_MS);
+    }, pingEveryMs(ctx.heartbeatTimeoutMs));
   }
 
   traffic(): { sent: number; received: number } {

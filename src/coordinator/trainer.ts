@@ -99,9 +99,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   group.onEvent((e) => {
     const record: MemberRecord = { type: 'member', ...e, elapsedSec: elapsed() };
     metrics.write(record);
-    opts.on?.member?.(record);
     // Nothing has been applied this step yet: the weights are those of `pos.step`.
     if (e.event === 'waiting') save();
+    opts.on?.member?.(record);
   });
 
   outer: for (; pos.epoch < tc.epochs; pos.epoch++, pos.batchInEpoch = 0) {

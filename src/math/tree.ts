@@ -37,20 +37,6 @@ export function maximalSubtrees(slots: Iterable<number>, slotCount: number): Tre
   return out;
 }
 
-/** Whether `node` is a node of the tree over [0, slotCount). */
-export function isTreeNode([lo, hi]: TreeNode, slotCount: number): boolean {
-  let a = 0;
-  let b = slotCount;
-  for (;;) {
-    if (a === lo && b === hi) return true;
-    if (b - a <= 1 || lo < a || hi > b) return false;
-    const mid = treeSplit(a, b);
-    if (hi <= mid) b = mid;
-    else if (lo >= mid) a = mid;
-    else return false;
-  }
-}
-
 /**
  * Sums partials in tree order over `root`: `partial(node)` returns a stored partial sum for that
  * node, or undefined to descend into its children. `add(a, b)` returns a + b (it may reuse a).

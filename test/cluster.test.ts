@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, test } from 'node:test';
+import type { MemberRecord } from '../src/coordinator/metrics.js';
+import { assertSameRun, exited, killAll, records, referenceRun, run, RUN, spawnCli, startCoordinator, startNode, stepsIn } from './cluster-helpers.js';
+
+afterEach(killAll);
+
+const members = (dir: string) => records(dir).filter((r): r is MemberRecord => r.type === 'member');
+
+test('every placement of the same 4 slots computes the same bits as 4 local threads', async () => {
+  const reference = await referenceRun(4);
+  const placements = [
+    { name: '2 nodes x 2 threads', workers: 0, nodes: [2, 2] },
+    { name: '4 nodes x 1 thread', workers: 0, nodes: [1, 1, 1, 1] },
+    { name: '2 local threads + 1 node x 2 threads', workers: 2, nodes: [2] },
+  ];
+  for (const p of placements) {
+    const c = await startCoordinator([...RUN, '--workers', String(p.workers), '--nodes', String(p.nodes.length)]);
+    const nodes = p.nodes.map((t) => startNode(c, t));
+    await exited(c, 0);
+    for (const n of nodes) await exited(n, 0);
+    assertSameRun(c.out, reference, p.name);
+    for (const s of stepsIn(c.out)) {
+      assert.deepEqual(s.members.flatMap((m) => m.slots).sort(), [0, 1, 2, 3], `${p.name}: every slot computed once`);
+      for (const m of s.members.filter((x) => x.member > 0)) assert.ok(m.sentBytes > 0 && m.receivedBytes > 0, `${p.name}: node traffic recorded`);
+    }
+    assert.equal(members(c.out).filter((m) => m.event === 'join').length, p.nodes.length);
+    assert.match(c.stdout.join('\n'), new RegExp(`${p.nodes.length} nodes? \\(`), 'the start line names the nodes');
+  }
+});
+
+test('a node killed mid-compute or mid-upload: its slots are recomputed within the step, the run is unchanged', async () => {
+  const reference = await referenceRun(2);
+  const cases = [
+    { fault: 'kill-compute@2', workers: 0, nodes: 2, takenBy: 'the other node' },
+    { fault: 'kill-upload@2', workers: 1, nodes: 1, takenBy: 'the local thread' },
+  ];
+  for (const k of cases) {
+    const c = await startCoordinator([...RUN, '--workers', String(k.workers), '--nodes', String(k.nodes), '--piece-floats', '65536']);
+    const victim = startNode(c, 1, ['--fault', k.fault]);
+    const others = Array.from({ length: k.nodes - 1 }, () => startNode(c, 1));
+    await exited(c, 0);
+    assert.equal(await victim.exit, null, 'the victim died of SIGKILL');
+    for (const n of others) await exited(n, 0);
+    assertSameRun(c.out, reference, `${k.fault}, slots taken by ${k.takenBy}`);
+    const events = members(c.out);
+    const lost = events.find((e) => e.event === 'lost');
+    assert.equal(lost?.step, 2, `${k.fault}: lost at step 2: ${JSON.stringify(events)}`);
+    const moved = events.filter((e) => e.event === 'reassign');
+    assert.ok(moved.length > 0 && moved.every((e) => e.step === 2), `${k.fault}: reassigned within step 2`);
+    assert.equal(stepsIn(c.out).length, 4, 'no step lost or counted twice');
+  }
+});
+
+test('a node joining mid-run gets the current state and slots from the next step', async () => {
+  const args = run(30, 10);
+  const reference = await referenceRun(2, args);
+  const c = await startCoordinator([...args, '--nodes', '1']);
+  const first = startNode(c, 2);
+  await c.line(/Step 000010/);
+  const second = startNode(c, 1);
+  await exited(c, 0);
+  await exited(first, 0);
+  await exited(second, 0);
+  assertSameRun(c.out, reference, 'with a node joining');
+  const join = members(c.out).filter((e) => e.event === 'join');
+  assert.equal(join.length, 2);
+  assert.ok(join[1]!.step > 10, `joined at step ${join[1]!.step}`);
+  const later = stepsIn(c.out).filter((s) => s.step >= join[1]!.step);
+  assert.ok(later.length > 0 && later.every((s) => s.members.some((m) => m.member === join[1]!.member && m.slots.length === 1)), 'the new node computes a slot');
+});
+
+test('no worker left: the coordinator checkpoints and waits; a new node resumes the step', async () => {
+  const reference = await referenceRun(1);
+  const c = await startCoordinator([...RUN, '--nodes', '1']);
+  const victim = startNode(c, 1, ['--fault', 'kill-compute@1']);
+  await c.line(/no worker left/);
+  const state = JSON.parse(readFileSync(join(c.out, 'trainer.json'), 'utf8')) as { step: number };
+  assert.equal(state.step, 1, 'checkpoint of the last complete step');
+  const rescue = startNode(c, 1);
+  await exited(c, 0);
+  assert.equal(await victim.exit, null);
+  await exited(rescue, 0);
+  assertSameRun(c.out, reference, 'after waiting for a node');
+  assert.ok(members(c.out).some((e) => e.event === 'waiting' && e.step === 1));
+});
+
+test('nobody comes within --wait-timeout: exit 1 with the checkpoint kept; --resume finishes the run', async () => {
+  const reference = await referenceRun(1);
+  const c = await startCoordinator([...RUN, '--nodes', '1', '--wait-timeout', '1']);
+  const victim = startNode(c, 1, ['--fault', 'kill-compute@3']);
+  await exited(c, 1);
+  await victim.exit;
+  assert.match(c.stderr.join('\n'), /none joined within 1 s/);
+  assert.equal(c.stderr.filter((l) => l.trim()).length, 1, c.stderr.join('\n'));
+  const r = await startCoordinator(['--resume', c.out, '--max-steps', '4', '--nodes', '1'], c.out);
+  const node = startNode(r, 1);
+  await exited(r, 0);
+  await exited(node, 0);
+  assertSameRun(c.out, reference, 'resumed after the wait timed out');
+});
+
+test('a node that stops answering (SIGSTOP) or never returns its result is replaced', async () => {
+  const reference = await referenceRun(2, run(12));
+  const stopped = await startCoordinator([...run(12), '--workers', '1', '--nodes', '1', '--heartbeat-timeout', '2']);
+  const frozen = startNode(stopped, 1);
+  await stopped.line(/Step 000002/);
+  frozen.child.kill('SIGSTOP');
+  await exited(stopped, 0);
+  frozen.child.kill('SIGKILL');
+  assertSameRun(stopped.out, reference, 'after a frozen node');
+  assert.match(members(stopped.out).find((e) => e.event === 'lost')?.reason ?? '', /no heartbeat/);
+
+  const hung = await startCoordinator([...run(12), '--workers', '1', '--nodes', '1', '--heartbeat-timeout', '2']);
+  const silent = startNode(hung, 1, ['--fault', 'hang@5']);
+  await exited(hung, 0);
+  await silent.exit;
+  assertSameRun(hung.out, reference, 'after a node that never answered');
+  assert.match(members(hung.out).find((e) => e.event === 'lost')?.reason ?? '', /no result for step 5 within 6 s/);
+});
+
+test('Ctrl-C on a node leaves cleanly; Ctrl-C on the coordinator checkpoints and ends the nodes', async () => {
+  const args = run(40, 10);
+  const reference = await referenceRun(2, args);
+  const c = await startCoordinator([...args, '--workers', '1', '--nodes', '1']);
+  const leaver = startNode(c, 1);
+  await c.line(/Step 000010/);
+  leaver.child.kill('SIGINT');
+  await exited(leaver, 130);
+  assert.match(leaver.stdout.join('\n'), /left the run/);
+  await exited(c, 0);
+  assertSameRun(c.out, reference, 'after a node left');
+  assert.ok(members(c.out).some((e) => e.event === 'leave'), 'the departure is recorded as a leave');
+
+  const d = await startCoordinator([...args, '--nodes', '1']);
+  const node = startNode(d, 1);
+  await d.line(/Step 000010/);
+  d.child.kill('SIGINT');
+  await exited(d, 130);
+  await exited(node, 0);
+  assert.match(node.stdout.join('\n'), /the coordinator ended the run: the coordinator was stopped at step \d+/);
+  const state = JSON.parse(readFileSync(join(d.out, 'trainer.json'), 'utf8')) as { step: number };
+  assert.ok(state.step >= 10 && state.step < 40);
+  const r = spawnCli(['train', '--resume', d.out, '--workers', '1']);
+  await exited(r, 0);
+});

@@ -1,0 +1,203 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { controlFrame, decodeFrame, denseFrame, denseValues, FRAME, ProtocolError, rowsFrame, rowValues } from '../src/comm/frames.js';
+import { parseCoordinatorMessage, parseNodeMessage } from '../src/comm/messages.js';
+import { StepReducer } from '../src/comm/reducer.js';
+import { assignSlots, reassignSlots } from '../src/math/assign.js';
+import { fromBf16, roundToBf16, toBf16 } from '../src/math/bf16.js';
+import { gradientPieces } from '../src/math/pieces.js';
+import { addInto, addRows, type SparseRows } from '../src/math/reduce.js';
+import { maximalSubtrees, treeSum } from '../src/math/tree.js';
+import { buildLayout, gradientRegions } from '../src/model/layout.js';
+import { Rng } from '../src/util/rng.js';
+
+test('reduction tree: maximal subtrees of a slot set, and the order of the sum', () => {
+  assert.deepEqual(maximalSubtrees([0, 1, 2, 3], 4), [[0, 4]]);
+  assert.deepEqual(maximalSubtrees([2, 3], 4), [[2, 4]]);
+  assert.deepEqual(maximalSubtrees([1, 2], 4), [[1, 2], [2, 3]]);
+  assert.deepEqual(maximalSubtrees([0, 1, 2], 6), [[0, 3]], 'ceil halves: [0, 3) is a subtree of 6');
+  assert.deepEqual(maximalSubtrees([2], 3), [[2, 3]]);
+  assert.deepEqual(maximalSubtrees([], 3), []);
+  const order: string[] = [];
+  const sum = treeSum<string>([0, 5], ([lo, hi]) => (hi - lo === 1 ? `g${lo}` : undefined), (a, b) => {
+    order.push(`${a}+${b}`);
+    return `(${a}+${b})`;
+  });
+  assert.equal(sum, '(((g0+g1)+g2)+(g3+g4))');
+  const withPartial = treeSum<string>([0, 5], ([lo, hi]) => (lo === 0 && hi === 3 ? 'P' : hi - lo === 1 ? `g${lo}` : undefined), (a, b) => `(${a}+${b})`);
+  assert.equal(withPartial, '(P+(g3+g4))', 'a stored partial stands for its whole subtree');
+});
+
+test('slot assignment: contiguous, proportional to threads; orphans go to the least loaded', () => {
+  assert.deepEqual([...assignSlots(4, [{ id: 0, threads: 2 }, { id: 1, threads: 2 }])], [[0, [0, 1]], [1, [2, 3]]]);
+  assert.deepEqual([...assignSlots(2, [{ id: 1, threads: 2 }, { id: 2, threads: 1 }])], [[1, [0]], [2, [1]]]);
+  assert.deepEqual([...assignSlots(3, [{ id: 1, threads: 1 }, { id: 2, threads: 1 }])], [[1, [0, 1]], [2, [2]]]);
+  assert.deepEqual([...assignSlots(2, [{ id: 0, threads: 1 }, { id: 1, threads: 1 }, { id: 2, threads: 1 }])].map(([, s]) => s.length), [1, 1, 0]);
+  const moved = reassignSlots([2, 3], [{ id: 0, threads: 1 }, { id: 4, threads: 2 }], new Map([[0, 1], [4, 1]]));
+  assert.deepEqual([...moved], [[4, [2, 3]]], 'the two-thread member takes both');
+});
+
+test('gradient pieces: production order, bounded size, covering the dense gradient once', () => {
+  const layout = buildLayout({ vocabSize: 100, contextLength: 4, embDim: 8, nHeads: 2, nLayers: 2, dropRate: 0, qkvBias: false });
+  const regions = gradientRegions(layout);
+  assert.equal(regions.length, layout.config.nLayers + 2);
+  assert.deepEqual(regions[0], [layout.finalNormScale.offset, layout.totalSize], 'the head comes first');
+  assert.deepEqual(regions.at(-1), [layout.posEmb.offset, layout.posEmb.offset + layout.posEmb.size]);
+  const pieces = gradientPieces(regions, 100);
+  const covered = new Uint8Array(layout.totalSize);
+  for (const p of pieces) {
+    assert.ok(p.end - p.start <= 100 && p.end > p.start);
+    for (let i = p.start; i < p.end; i++) covered[i]! += 1;
+  }
+  assert.ok(covered.subarray(layout.posEmb.offset).every((c) => c === 1), 'every dense value in exactly one piece');
+  assert.ok(covered.subarray(0, layout.tokEmb.size).every((c) => c === 0), 'the token embedding is sparse, not in pieces');
+  assert.deepEqual(pieces.map((p) => p.index), pieces.map((_, i) => i));
+});
+
+test('bf16: round to nearest even, NaN stays NaN, halves the bytes', () => {
+  const x = Float32Array.from([1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -2.5, 3.4e38, 0]);
+  const back = fromBf16(toBf16(x));
+  assert.deepEqual([...back], [1, 1, 1 + 2 ** -6, -2.5, Infinity, 0]);
+  assert.equal(back[1], 1, 'a tie rounds down to the even mantissa');
+  assert.equal(back[2], 1 + 2 ** -6, 'a tie rounds up to the even mantissa');
+  assert.equal(back[4], Infinity, 'past the largest bf16, rounding overflows');
+  assert.ok(Number.isNaN(fromBf16(toBf16(Float32Array.from([NaN])))[0]));
+  const r = x.slice();
+  roundToBf16(r);
+  assert.deepEqual(r, back, 'rounding in place equals a round trip');
+  const rng = new Rng(1);
+  const big = Float32Array.from({ length: 1000 }, () => rng.normal());
+  const rt = fromBf16(toBf16(big));
+  big.forEach((v, i) => assert.ok(Math.abs(rt[i]! - v) <= Math.abs(v) * 2 ** -8, `${v} -> ${rt[i]}`));
+});
+
+/** Random slot gradients and the sum the canonical tree gives over them. */
+function slotGradients(slots: number, length: number, seed: number): Float32Array[] {
+  const rng = new Rng(seed);
+  return Array.from({ length: slots }, () => Float32Array.from({ length }, () => rng.normal() * 10 ** Math.floor(rng.uniform() * 6)));
+}
+
+test('the reducer gives the same bits for any decomposition and arrival order; a failed task is dropped', () => {
+  const W = 6;
+  const pieces = gradientPieces([[0, 50], [50, 80]], 20);
+  const grads = slotGradients(W, 80, 7);
+  const reference = treeSum([0, W], ([lo, hi]) => (hi - lo === 1 ? grads[lo]!.slice() : undefined), addInto);
+  const rows = (slot: number): SparseRows => ({ rows: Int32Array.from([slot, 10]), values: Float32Array.from([slot, slot, 1, 1]) });
+  const run = (owners: number[][], order: 'forward' | 'reverse', failFirst: boolean) => {
+    const out = new Float32Array(80);
+    let rowSum: SparseRows | null = null;
+    const reducer = new StepReducer(W, pieces, 2, (piece, sum) => out.set(sum, piece.start), (r) => (rowSum = r));
+    const feed = (task: number, slots: number[], stop = Infinity) => {
+      const items = maximalSubtrees(slots, W).flatMap((node) => [
+        ...pieces.map((p) => ({ node, piece: p.index, data: treeSum(node, ([lo, hi]) => (hi - lo === 1 ? grads[lo]!.slice(p.start, p.end) : undefined), addInto) })),
+      ]);
+      const ordered = order === 'reverse' ? items.reverse() : items;
+      ordered.slice(0, stop).forEach((it) => reducer.add(task, { kind: 'dense', ...it }));
+      if (stop === Infinity) {
+        for (const node of maximalSubtrees(slots, W)) {
+          reducer.add(task, { kind: 'rows', node, rows: treeSum(node, ([lo, hi]) => (hi - lo === 1 ? rows(lo) : undefined), (a, b) => addRows(a, b, 2)) });
+        }
+      }
+    };
+    owners.forEach((slots, task) => {
+      if (failFirst && task === 0) {
+        feed(100, slots, 2);
+        reducer.drop(100);
+      }
+      feed(task, slots);
+    });
+    assert.ok(reducer.complete);
+    return { out, rowSum: rowSum! as SparseRows };
+  };
+  const expectedRows = treeSum<SparseRows>([0, W], ([lo, hi]) => (hi - lo === 1 ? rows(lo) : undefined), (a, b) => addRows(a, b, 2));
+  for (const owners of [[[0, 1, 2, 3, 4, 5]], [[0], [1], [2], [3], [4], [5]], [[0, 1, 2], [3, 4, 5]], [[1, 2], [0, 3], [4, 5]]]) {
+    for (const order of ['forward', 'reverse'] as const) {
+      const { out, rowSum } = run(owners, order, true);
+      assert.ok(Buffer.from(out.buffer).equals(Buffer.from(reference.buffer)), `${JSON.stringify(owners)} ${order}`);
+      assert.deepEqual(rowSum, expectedRows);
+    }
+  }
+  const sequential = grads.reduce((acc, g) => addInto(acc, g), new Float32Array(80));
+  assert.ok(!Buffer.from(sequential.buffer).equals(Buffer.from(reference.buffer)), 'summation order matters: the test can tell');
+  const reducer = new StepReducer(4, pieces, 2, () => {}, () => {});
+  reducer.add(1, { kind: 'dense', node: [0, 2], piece: 0, data: new Float32Array(20) });
+  assert.throws(() => reducer.add(2, { kind: 'dense', node: [1, 2], piece: 0, data: new Float32Array(20) }), /overlaps/);
+});
+
+test('frames: dense (fp32, bf16) and rows round trip; malformed frames are refused', () => {
+  const values = Float32Array.from([1.5, -2, 3e-3, 7]);
+  const f = decodeFrame(denseFrame({ type: FRAME.partial, wire: 'fp32', a: 9, b: 1, c: 3, d: 4, e: 0 }, values));
+  assert.ok(f.type === FRAME.partial);
+  assert.deepEqual([f.header.a, f.header.b, f.header.c, f.header.d, f.header.f], [9, 1, 3, 4, 4]);
+  assert.deepEqual(denseValues(f.header, f.payload, 4, 'fp32'), values);
+  const h = decodeFrame(denseFrame({ type: FRAME.reduced, wire: 'bf16', a: 1, b: 0, c: 0, d: 0, e: 0 }, values));
+  assert.ok(h.type === FRAME.reduced && h.payload.length === 8, 'bf16 halves the payload');
+  assert.deepEqual(denseValues(h.header, h.payload, 4, 'bf16'), fromBf16(toBf16(values)));
+  assert.throws(() => denseValues(h.header, h.payload, 4, 'fp32'), /the run uses fp32/);
+  assert.throws(() => denseValues(f.header, f.payload, 5, 'fp32'), /expected 5 values/);
+  const nan = decodeFrame(denseFrame({ type: FRAME.partial, wire: 'fp32', a: 0, b: 0, c: 1, d: 0, e: 0 }, Float32Array.from([1, NaN])));
+  assert.ok(nan.type !== FRAME.control);
+  assert.throws(() => denseValues(nan.header, nan.payload, 2, 'fp32'), /non-finite/);
+
+  const rows = { rows: Int32Array.from([3, 8]), values: Float32Array.from([1, 2, 3, 4]) };
+  const r = decodeFrame(rowsFrame({ type: FRAME.partialRows, a: 1, b: 0, c: 1, d: 0, e: 1 }, rows));
+  assert.ok(r.type === FRAME.partialRows);
+  assert.deepEqual(rowValues(r.header, r.payload, 2, 10), rows);
+  assert.throws(() => rowValues(r.header, r.payload, 2, 5), /below 5/);
+  const unsorted = decodeFrame(rowsFrame({ type: FRAME.partialRows, a: 1, b: 0, c: 1, d: 0, e: 1 }, { rows: Int32Array.from([8, 3]), values: rows.values }));
+  assert.ok(unsorted.type === FRAME.partialRows);
+  assert.throws(() => rowValues(unsorted.header, unsorted.payload, 2, 10), /increasing/);
+
+  for (const bad of [Buffer.alloc(0), Buffer.from([9]), Buffer.from([FRAME.partial, 0, 0]), Buffer.concat([Buffer.from([FRAME.partial, 7]), Buffer.alloc(30)])]) {
+    assert.throws(() => decodeFrame(bad), ProtocolError);
+  }
+  assert.throws(() => decodeFrame(Buffer.from([FRAME.control, 0x92, 0x01])), /undecodable/);
+});
+
+test('control messages are checked field by field', () => {
+  const sample = { id: 3, input: Buffer.from(Int32Array.from([1, 2]).buffer), target: Buffer.from(Int32Array.from([2, 3]).buffer) };
+  const train = parseCoordinatorMessage({ kind: 'train', task: 1, step: 2, slotCount: 2, slots: [{ slot: 1, samples: [sample] }], dropout: { rate: 0.1, seed: 5 } });
+  assert.ok(train.kind === 'train');
+  assert.deepEqual([...train.slots[0]!.samples[0]!.target], [2, 3]);
+  for (const [raw, pattern] of [
+    [{ kind: 'train', task: -1, step: 2, slotCount: 2, slots: [], dropout: { rate: 0, seed: 0 } }, /task must be an integer/],
+    [{ kind: 'train', task: 1, step: 2, slotCount: 2, slots: [{ slot: 0, samples: [{ ...sample, input: [1, 2] }] }], dropout: { rate: 0, seed: 0 } }, /int32 token ids/],
+    [{ kind: 'commit', step: 1, gradScale: NaN, adam: {} }, /gradScale must be a finite number/],
+    [{ kind: 'welcome' }, /proof must be 32 bytes/],
+    [{ kind: 'launch-missiles' }, /unknown message kind/],
+    [[1, 2], /must be an object/],
+    ['hello', /must be an object/],
+  ] as const) {
+    assert.throws(() => parseCoordinatorMessage(raw), pattern);
+  }
+  assert.throws(() => parseNodeMessage({ kind: 'trained', task: 1, results: [{ slot: 0, sampleLoss: [Infinity], tokens: 1, computeMs: 1, heapBytes: 0, numTensors: 0 }] }), /finite/);
+  assert.throws(() => parseNodeMessage({ kind: 'hello', protocol: 1, nonce: new Uint8Array(31), proof: new Uint8Array(32), host: 'h', threads: 1, backend: 'wasm' }), /nonce must be 32 bytes/);
+  assert.equal(parseNodeMessage({ kind: 'leave', reason: 'bye' }).kind, 'leave');
+});
+
+test('10,000 fuzzed frames: only protocol errors, never a crash', () => {
+  const rng = new Rng(42);
+  const valid = [
+    denseFrame({ type: FRAME.partial, wire: 'fp32', a: 1, b: 0, c: 2, d: 3, e: 0 }, Float32Array.from([1, 2, 3, 4])),
+    rowsFrame({ type: FRAME.partialRows, a: 1, b: 0, c: 1, d: 0, e: 1 }, { rows: Int32Array.from([1, 5]), values: new Float32Array(4) }),
+    controlFrame({ kind: 'trained', task: 1, results: [{ slot: 0, sampleLoss: [1], tokens: 4, computeMs: 1, heapBytes: 0, numTensors: 1 }] }),
+    controlFrame({ kind: 'hello', protocol: 1, nonce: new Uint8Array(32), proof: new Uint8Array(32), host: 'x', threads: 2, backend: 'wasm' }),
+  ];
+  let accepted = 0;
+  for (let i = 0; i < 10_000; i++) {
+    const base = valid[rng.below(valid.length)]!;
+    const buf = rng.uniform() < 0.2 ? Buffer.from(Array.from({ length: rng.below(80) }, () => rng.below(256))) : Buffer.from(base);
+    for (let k = rng.below(4); k >= 0; k--) if (buf.length) buf[rng.below(buf.length)] = rng.below(256);
+    const cut = rng.uniform() < 0.3 ? buf.subarray(0, rng.below(buf.length + 1)) : buf;
+    try {
+      const f = decodeFrame(cut);
+      if (f.type === FRAME.control) parseNodeMessage(f.message);
+      else if (f.type === FRAME.partialRows || f.type === FRAME.reducedRows) rowValues(f.header, f.payload, 2, 8);
+      else denseValues(f.header, f.payload, 4, 'fp32');
+      accepted += 1;
+    } catch (err) {
+      assert.ok(err instanceof ProtocolError, `not a protocol error: ${(err as Error).stack}`);
+    }
+  }
+  assert.ok(accepted < 10_000, 'mutations are caught');
+});
