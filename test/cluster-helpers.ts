@@ -86,7 +86,7 @@ export interface Coordinator extends Proc {
 export async function startCoordinator(args: string[], out = join(tmp(), 'run')): Promise<Coordinator> {
   const p = spawnCli(['train', '--listen', '127.0.0.1:0', ...(args.includes('--resume') ? [] : ['--out', out]), ...args]);
   const listening = await p.line(/^listening on /);
-  const url = /listening on (ws:\/\/[^;\s]+)/.exec(listening)![1]!;
+  const url = /listening on (wss?:\/\/[^/\s]+:\d+)/.exec(listening)![1]!;
   const command = await p.line(/worker --connect/);
   const token = /--token-file (\S+)/.exec(command)![1]!;
   return { ...p, url, token, out };

@@ -17,6 +17,8 @@ export interface FakeOptions {
   helloBytes?: Buffer;
   /** After the welcome: load the state and say ready, so that it is given slots. */
   join?: boolean;
+  /** After the welcome (instead of joining): do this, then wait for the coordinator to close. */
+  afterWelcome?: (ws: WebSocket) => void;
   /** What to do with a train task (the node then stays silent unless this sends something). */
   onTrain?: (ws: WebSocket, task: TrainMessage) => void;
 }
@@ -55,7 +57,8 @@ export function fakeNode(opts: FakeOptions): Promise<FakeResult> {
         result.outcome = `refused: ${m.reason}`;
       } else if (m.kind === 'welcome') {
         result.outcome = 'welcome';
-        if (!opts.join) ws.close();
+        if (opts.afterWelcome) opts.afterWelcome(ws);
+        else if (!opts.join) ws.close();
       } else if (m.kind === 'state-end') {
         send({ kind: 'ready', version: m.version, backend: 'wasm' });
       } else if (m.kind === 'train') {

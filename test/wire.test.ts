@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, test } from 'node:test';
+import { WebSocket, WebSocketServer } from 'ws';
+import { newNonce } from '../src/comm/auth.js';
+import { controlFrame, denseFrame, FRAME, rowsFrame, type FrameType } from '../src/comm/frames.js';
+import { PROTOCOL_VERSION, type TrainMessage } from '../src/comm/protocol.js';
+import type { MemberRecord } from '../src/coordinator/metrics.js';
+import { Rng } from '../src/util/rng.js';
+import { assertSameRun, exited, killAll, records, referenceRun, run, startCoordinator, startNode, tmp, type Coordinator } from './cluster-helpers.js';
+import { fakeNode } from './fake-node.js';
+
+afterEach(killAll);
+
+const lost = (dir: string) => records(dir).filter((r): r is MemberRecord => r.type === 'member' && r.event === 'lost');
+
+test('a wrong token, a replayed handshake, a protocol mismatch: refused with one line on both sides', async () => {
+  const c = await startCoordinator([...run(4), '--nodes', '1']);
+  const wrong = join(tmp(), 'token');
+  writeFileSync(wrong, 'not-the-token-of-this-run\n', { mode: 0o600 });
+  const intruder = startNode({ url: c.url, token: wrong }, 1);
+  await exited(intruder, 2);
+  assert.deepEqual(intruder.stdout.filter((l) => l.trim()), ['the coordinator refused this node: wrong token (check --token-file)']);
+  await c.line(/refused a node from 127\.0\.0\.1: wrong token/);
+
+  const token = readFileSync(c.token, 'utf8').trim();
+  const first = await fakeNode({ url: c.url, token });
+  assert.equal(first.outcome, 'welcome');
+  const replay = await fakeNode({ url: c.url, token: 'unknown', helloBytes: first.hello! });
+  assert.equal(replay.outcome, 'refused: replayed handshake');
+  const old = await fakeNode({ url: c.url, token, protocol: PROTOCOL_VERSION + 1 });
+  assert.match(old.outcome, /^refused: protocol version mismatch: the node speaks version 2, this coordinator 1/);
+  await c.line(/refused a node from .*: protocol version mismatch/);
+
+  const open = join(tmp(), 'token');
+  writeFileSync(open, `${token}\n`, { mode: 0o644 });
+  chmodSync(open, 0o644);
+  const careless = startNode({ url: c.url, token: open }, 1);
+  await exited(careless, 2);
+  assert.match(careless.stderr.join('\n'), /readable by others .*chmod 600/);
+
+  const node = startNode(c, 1);
+  await exited(c, 0);
+  await exited(node, 0);
+  assert.equal(c.stdout.filter((l) => l.startsWith('refused')).length, 3, c.stdout.join('\n'));
+});
+
+/** A stand-in coordinator that says `challenge` with a protocol version and answers a hello with a bogus welcome. */
+async function fakeCoordinator(protocol: number): Promise<{ url: string; close: () => void }> {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await new Promise((r) => wss.once('listening', r));
+  wss.on('connection', (ws) => {
+    ws.send(controlFrame({ kind: 'challenge', protocol, nonce: newNonce() }));
+    ws.on('message', () => ws.send(controlFrame({
+      kind: 'welcome', proof: new Uint8Array(32), member: 1, model: { vocabSize: 10, contextLength: 4, embDim: 4, nHeads: 1, nLayers: 1, dropRate: 0, qkvBias: false },
+      wire: 'fp32', pieceFloats: 1024,
+    })));
+  });
+  const { port } = wss.address() as { port: number };
+  return { url: `ws://127.0.0.1:${port}`, close: () => wss.close() };
+}
+
+test('a node refuses a coordinator that speaks another protocol or cannot prove the token', async () => {
+  const token = join(tmp(), 'token');
+  writeFileSync(token, 'a-token-of-sixteen-or-more\n', { mode: 0o600 });
+  for (const [protocol, pattern] of [
+    [PROTOCOL_VERSION + 1, /^the coordinator speaks protocol version 2, this node 1: install the same gpt-ddp version on both$/],
+    [PROTOCOL_VERSION, /^the coordinator could not prove it holds the token/],
+  ] as const) {
+    const fake = await fakeCoordinator(protocol);
+    const node = startNode({ url: fake.url, token }, 1);
+    await exited(node, 2);
+    assert.match(node.stdout.filter((l) => l.trim()).join('\n'), pattern);
+    fake.close();
+  }
+});
+
+/** Frames a misbehaving node sends for its train task, and the reason the coordinator must give. */
+const misdeeds: Array<[string, (t: TrainMessage) => Buffer, RegExp]> = [
+  ['garbage bytes', () => Buffer.from('\x07this is not a frame'), /unknown frame type 7/],
+  ['a short tensor frame', () => Buffer.from([FRAME.partial, 0, 0, 0, 1]), /short frame/],
+  ['an oversize frame', () => Buffer.alloc(4 * 65536 + 2048, 0), /1009|Max payload/],
+  ['a frame for a slot it does not own', (t) => denseFrame({ type: FRAME.partial, wire: 'fp32', a: t.task, b: 0, c: 1, d: 0, e: 0 }, new Float32Array(65536)),
+    /not this node's to sum/],
+  ['a frame for a task that is not under way', (t) => denseFrame({ type: FRAME.partial, wire: 'fp32', a: t.task + 7, b: 1, c: 2, d: 0, e: 0 }, new Float32Array(65536)),
+    /task \d+, which is not under way/],
+  ['a piece of the wrong size', (t) => denseFrame({ type: FRAME.partial, wire: 'fp32', a: t.task, b: 1, c: 2, d: 0, e: 0 }, new Float32Array(100)), /expected 65536 values/],
+  ['a bf16 piece in an fp32 run', (t) => denseFrame({ type: FRAME.partial, wire: 'bf16', a: t.task, b: 1, c: 2, d: 0, e: 0 }, new Float32Array(65536)), /the run uses fp32/],
+  ['an infinite gradient', (t) => denseFrame({ type: FRAME.partial, wire: 'fp32', a: t.task, b: 1, c: 2, d: 0, e: 0 }, new Float32Array(65536).fill(Infinity)), /non-finite/],
+  ['rows out of the vocabulary', (t) => rowsFrame({ type: FRAME.partialRows, a: t.task, b: 1, c: 2, d: 0, e: 1 }, { rows: Int32Array.from([60000]), values: new Float32Array(32) }),
+    /below 50257/],
+  ['a result before its partial sums', (t) => controlFrame({ kind: 'trained', task: t.task, results: [] }), /reported done before all its partial sums/],
+  ['a message a node may not send', () => controlFrame({ kind: 'commit', step: 0, gradScale: 1, adam: {} }), /unknown message kind "commit"/],
+];
+
+test('bad frames from a node: its connection is closed, its slot recomputed, the run unchanged', async () => {
+  const args = [...run(40, 10), '--piece-floats', '65536'];
+  const reference = await referenceRun(2, args);
+  const c: Coordinator = await startCoordinator([...args, '--workers', '1']);
+  const token = readFileSync(c.token, 'utf8').trim();
+  for (const [what, frame] of misdeeds) {
+    const r = await fakeNode({ url: c.url, token, join: true, onTrain: (ws, t) => ws.send(frame(t)) });
+    assert.equal(r.outcome, 'welcome', what);
+    assert.notEqual(r.closeCode, 1000, `${what}: the connection was closed on it`);
+  }
+  const nan = startNode(c, 1, ['--fault', 'nan@30']);
+  await exited(c, 0);
+  await nan.exit;
+  assertSameRun(c.out, reference, 'after every bad frame');
+  const reasons = lost(c.out).map((e) => e.reason ?? '');
+  misdeeds.forEach(([what, , pattern], i) => assert.match(reasons[i] ?? '', pattern, what));
+  assert.match(reasons.at(-1) ?? '', /non-finite value NaN/, 'a NaN gradient');
+});
+
+test('1,000 fuzzed frames at the coordinator: no crash, bounded memory, the run unchanged', async () => {
+  const reference = await referenceRun(1);
+  const c = await startCoordinator([...run(4), '--nodes', '1']);
+  const token = readFileSync(c.token, 'utf8').trim();
+  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${c.child.pid}/status`, 'utf8'))![1]) * 1024;
+  const before = rss();
+  const samples: number[] = [];
+  const rng = new Rng(11);
+  const randomBytes = (n: number) => Buffer.from(Array.from({ length: n }, () => rng.below(256)));
+  const fuzzed = (): Buffer => {
+    const kind = rng.below(4);
+    if (kind === 0) return randomBytes(1 + rng.below(200));
+    const base = kind === 1 ? denseFrame({ type: (2 + rng.below(5)) as FrameType, wire: rng.uniform() < 0.5 ? 'fp32' : 'bf16', a: rng.below(5), b: rng.below(3), c: rng.below(3), d: rng.below(40), e: 0 }, new Float32Array(rng.below(70000)))
+      : kind === 2 ? controlFrame({ kind: ['trained', 'ready', 'losses', 'leave', 'hello', 'x'][rng.below(6)], task: rng.below(3), results: [{ slot: rng.below(3) }] })
+        : randomBytes(33 + rng.below(64));
+    for (let k = rng.below(6); k > 0; k--) base[rng.below(base.length)] = rng.below(256);
+    return base;
+  };
+  const unauthenticated = (frame: Buffer) => new Promise<void>((resolve) => {
+    const ws = new WebSocket(c.url, { perMessageDeflate: false });
+    ws.on('error', () => resolve());
+    ws.on('close', () => resolve());
+    ws.on('open', () => ws.send(frame));
+  });
+  for (let batch = 0; batch < 100; batch++) {
+    // Seven strangers whose first message is not a hello, three authenticated nodes whose next one is fuzz.
+    await Promise.all(Array.from({ length: 10 }, (_, k) => (k < 7 ? unauthenticated(fuzzed())
+      : fakeNode({ url: c.url, token, afterWelcome: (ws) => ws.send(fuzzed()) }).then((r) => assert.equal(r.outcome, 'welcome')))));
+    samples.push(rss());
+  }
+  const node = startNode(c, 1);
+  await exited(c, 0);
+  await exited(node, 0);
+  assertSameRun(c.out, reference, 'after the fuzzing');
+  // Bounded: after the first hundred frames (buffers of concurrent connections, a few weight sends
+  // to nodes that then misbehave) memory stops growing.
+  const MiB = 2 ** 20;
+  const early = Math.max(...samples.slice(0, 10));
+  const late = Math.max(...samples.slice(50));
+  assert.ok(late - early < 100 * MiB, `coordinator memory kept growing: ${(early / MiB).toFixed(0)} MiB after 100 frames, ${(late / MiB).toFixed(0)} MiB later`);
+  assert.ok(Math.max(...samples) - before < 512 * MiB, `coordinator memory grew by ${((Math.max(...samples) - before) / MiB).toFixed(0)} MiB`);
+});
+
+test('wss:// with a certificate: a node that trusts it joins; one that does not is refused by TLS', async () => {
+  const dir = tmp('tls');
+  const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1',
+    '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  const reference = await referenceRun(1);
+  const c = await startCoordinator([...run(4), '--nodes', '1', '--tls-cert', cert, '--tls-key', key]);
+  assert.match(c.url, /^wss:\/\//);
+  const untrusting = startNode(c, 1);
+  await exited(untrusting, 1);
+  assert.match(untrusting.stdout.join('\n'), /cannot reach the coordinator .*self[- ]signed|certificate/i);
+  const node = startNode(c, 1, ['--ca', cert]);
+  await exited(c, 0);
+  await exited(node, 0);
+  assertSameRun(c.out, reference, 'over wss://');
+});
