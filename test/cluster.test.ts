@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
 import type { MemberRecord } from '../src/coordinator/metrics.js';
+import { median } from '../src/math/stats.js';
 import { assertSameRun, exited, killAll, records, referenceRun, run, RUN, spawnCli, startCoordinator, startNode, stepsIn } from './cluster-helpers.js';
 
 afterEach(killAll);
@@ -145,4 +146,26 @@ test('Ctrl-C on a node leaves cleanly; Ctrl-C on the coordinator checkpoints and
   assert.ok(state.step >= 10 && state.step < 40);
   const r = spawnCli(['train', '--resume', d.out, '--workers', '1']);
   await exited(r, 0);
+});
+
+test('--wire bf16 halves the bytes on the wire and keeps the nodes identical to the coordinator; report reads remote runs', async () => {
+  const runs: Record<string, string> = {};
+  for (const wire of ['fp32', 'bf16']) {
+    const c = await startCoordinator([...run(6, 3), '--nodes', '2', '--wire', wire]);
+    const nodes = [startNode(c, 1), startNode(c, 1)];
+    await exited(c, 0);
+    for (const n of nodes) await exited(n, 0);
+    assert.deepEqual(members(c.out).map((e) => e.event), ['join', 'join'], `${wire}: no node dropped (their weights matched every step)`);
+    runs[wire] = c.out;
+  }
+  const bytes = (dir: string) => stepsIn(dir).flatMap((s) => s.members.map((m) => m.sentBytes + m.receivedBytes));
+  const ratio = median(bytes(runs.bf16!)) / median(bytes(runs.fp32!));
+  assert.ok(ratio > 0.49 && ratio < 0.53, `bf16 moves ${ratio.toFixed(3)} of fp32's bytes`);
+  const evals = (dir: string) => records(dir).filter((r) => r.type === 'eval').map((r) => (r as { valLoss: number }).valLoss);
+  evals(runs.bf16!).forEach((v, i) => assert.ok(Math.abs(v - evals(runs.fp32!)[i]!) < 1e-3 * v, `bf16 val loss ${v} vs fp32`));
+
+  const out = join(runs.fp32!, 'report');
+  const r = spawnCli(['report', runs.fp32!, runs.bf16!, '--out', out, '--target-loss', '11']);
+  await exited(r, 0);
+  assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /2 workers on 2 nodes \(2 threads\)/);
 });

@@ -3,7 +3,9 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { FORMAT_VERSION, loadCheckpoint, loadWeightsFile, readTrainerState, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { Cluster } from '../comm/cluster.js';
-import type { MemberEvent } from '../comm/group.js';
+import type { MemberEvent, MemberInfo, MemberStep } from '../comm/group.js';
+import type { StepRecord } from '../coordinator/metrics.js';
+import { median } from '../math/stats.js';
 import { ProgressBar } from '../coordinator/progress.js';
 import { totalSteps, train, START, type Position, type TrainResult } from '../coordinator/trainer.js';
 import type { SplitData } from '../data/dataset.js';
@@ -94,7 +96,7 @@ function describeEvent(e: MemberEvent): string {
   const who = `node ${e.member} (${e.host})`;
   switch (e.event) {
     case 'join':
-      return `${who} joined with ${e.threads} thread${e.threads === 1 ? '' : 's'}; it works from step ${e.step}`;
+      return `${who} joined: ${e.threads} thread${e.threads === 1 ? '' : 's'}, backend ${e.backend}; it works from step ${e.step}`;
     case 'leave':
       return `${who} left at step ${e.step}: ${e.reason}`;
     case 'lost':
@@ -106,6 +108,19 @@ function describeEvent(e: MemberEvent): string {
     case 'waiting':
       return `step ${e.step}: ${e.reason} (checkpoint saved)`;
   }
+}
+
+/** Per member: what it is and its median share of a step (only when nodes took part). */
+function memberLines(members: MemberInfo[], steps: StepRecord[]): string[] {
+  if (!members.some((m) => m.kind === 'node')) return [];
+  const MB = 1e6;
+  return members.map((m) => {
+    const mine = steps.flatMap((s) => s.members.filter((x) => x.member === m.id && x.slots.length > 0));
+    const med = (f: (x: MemberStep) => number) => median(mine.map(f));
+    const name = m.kind === 'local' ? 'local threads' : `node ${m.id} ${m.host}`;
+    return `${name}: ${m.threads} thread${m.threads === 1 ? '' : 's'}, ${m.backend}; median per step: compute ${med((x) => x.computeSec).toFixed(2)} s, ` +
+      `wait ${med((x) => x.waitSec).toFixed(2)} s` + (m.kind === 'node' ? `, sent ${(med((x) => x.sentBytes) / MB).toFixed(1)} MB, received ${(med((x) => x.receivedBytes) / MB).toFixed(1)} MB` : '');
+  });
 }
 
 /** `gpt-ddp train`: validates everything, then trains with a coordinator and its workers. */
@@ -136,6 +151,8 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
   try {
     const backend = await group.start({ weights: run.weights, moments: run.moments, version: run.start.step });
     starting = false;
+    const backends = new Set(group.members().map((m) => m.backend));
+    if (backends.size > 1) log(`warning: the workers run different backends (${[...backends].join(', ')}): placements then differ in the last bits`);
     const stepsPerEpoch = Math.floor(data.train.size / tc.batchSize);
     const total = totalSteps(config, data.train.size, args.maxSteps ?? null);
     log(`gpt-ddp: ${run.configName}, ${layout.totalSize.toLocaleString('en-US')} parameters, backend ${backend}, ${group.description()}`);
@@ -170,6 +187,7 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
     progress.clear();
     if (result.interrupted) reason = `the coordinator was stopped at step ${result.steps}; it can be resumed`;
 
+    for (const line of memberLines(group.members(), result.metrics.of('step'))) log(line);
     const evals = result.metrics.of('eval');
     const title = `${layout.totalSize.toLocaleString('en-US')}-parameter GPT on The Verdict (${group.description()})`;
     if (evals.length > 0) await writeChart(lossPlotSpec(evals, result.steps / stepsPerEpoch, title), join(outDir, 'loss'));

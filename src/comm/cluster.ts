@@ -153,7 +153,7 @@ export class Cluster implements WorkerGroup {
       }
       this.nodes.push(node);
       node.onClose((reason) => this.lose(node, reason));
-      this.emit({ event: 'join', step: version, member: node.info.id, host: node.info.host, threads: node.info.threads });
+      this.emit({ event: 'join', step: version, member: node.info.id, host: node.info.host, threads: node.info.threads, backend: node.info.backend });
     }
     if (joined.length > 0 && this.slotCount > 0) this.rebalance();
   }

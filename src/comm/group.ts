@@ -68,6 +68,8 @@ export interface MemberEvent {
   member: number;
   host: string;
   threads: number;
+  /** The backend a joining node runs. */
+  backend?: string;
   slots?: number[];
   reason?: string;
 }

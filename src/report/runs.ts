@@ -17,6 +17,8 @@ export interface RunSummary {
   parameters: number;
   backend: string;
   workers: number;
+  /** e.g. "2 nodes (4 threads), 4 slots per step" (runs before remote nodes existed lack it). */
+  placement?: string;
   steps: number;
   epochs: number;
   tokensSeen: number;
@@ -85,8 +87,9 @@ export function compareRows(runs: RunData[], targetLoss: number): RunRow[] {
     const reached = run.evals.find((e) => e.trainLoss <= targetLoss);
     const last = run.evals.at(-1);
     const lastStep = run.steps.at(-1);
+    const nodes = /^(.*node.*), \d+ slots? per step$/.exec(run.summary.placement ?? '')?.[1];
     return {
-      label: `${run.summary.workers} worker${run.summary.workers === 1 ? '' : 's'}${counts.get(run.summary.workers)! > 1 ? ` (${basename(run.dir)})` : ''}`,
+      label: `${run.summary.workers} worker${run.summary.workers === 1 ? '' : 's'}${nodes ? ` on ${nodes}` : ''}${counts.get(run.summary.workers)! > 1 ? ` (${basename(run.dir)})` : ''}`,
       dir: run.dir,
       workers: run.summary.workers,
       steps: run.steps.length,
