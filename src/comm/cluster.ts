@@ -6,11 +6,12 @@ import { clearRows, putRows, type SparseRows } from '../math/reduce.js';
 import { errorMessage } from '../util/errors.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { ParamLayout } from '../model/layout.js';
-import { WorkerError, type MemberEvent, type MemberInfo, type MemberStep, type StepReport, type StepRequest, type WorkerGroup } from './group.js';
+import { WorkerError, type MemberEvent, type MemberInfo, type StepReport, type StepRequest, type WorkerGroup } from './group.js';
 import { LocalMember, type Member } from './member.js';
 import { reducedFrame, reducedRowsFrames } from './frames.js';
 import type { Sample, SlotStats, WireFormat } from './protocol.js';
 import { StepReducer } from './reducer.js';
+import { localBytes, memberSteps, type TaskOutcome } from './step-stats.js';
 import type { RemoteNode } from './remote.js';
 import type { NodeServer } from './server.js';
 import { ThreadPool } from './threads.js';
@@ -39,16 +40,6 @@ export interface ClusterOptions {
   fault?: string | null;
 }
 
-interface TaskOutcome<T> {
-  member: Member;
-  task: number;
-  slots: number[];
-  sentAt: number;
-  doneAt: number;
-  result?: T[];
-  error?: unknown;
-}
-
 /**
  * The one WorkerGroup: this process's threads and any remote nodes, as interchangeable members.
  * Every step's slots are placed on the live members; their partial sums are reduced in the
@@ -62,6 +53,8 @@ export class Cluster implements WorkerGroup {
   private nodes: RemoteNode[] = [];
   private assignment = new Map<number, number[]>();
   private slotCount = 0;
+  /** The step under way, or the next one: what membership events are recorded against. */
+  private step = 0;
   private taskCounter = 0;
   private backendName = '';
   private readonly listeners: Array<(e: MemberEvent) => void> = [];
@@ -126,6 +119,7 @@ export class Cluster implements WorkerGroup {
       this.pool.moments.v.set(state.moments.v);
     }
     this.pool.publish(state.version);
+    this.step = state.version;
     if (this.local) this.backendName = await this.pool.start();
     const wanted = this.opts.nodes ?? 0;
     while (this.nodes.length < wanted) {
@@ -174,7 +168,7 @@ export class Cluster implements WorkerGroup {
     if (!this.nodes.includes(node)) return;
     this.nodes = this.nodes.filter((n) => n !== node);
     node.close(reason);
-    this.emit({ event: node.leftCleanly ? 'leave' : event, step: this.current?.step ?? -1, member: node.info.id, host: node.info.host, threads: node.info.threads, reason });
+    this.emit({ event: node.leftCleanly ? 'leave' : event, step: this.step, member: node.info.id, host: node.info.host, threads: node.info.threads, reason });
     this.rebalance();
   }
 
@@ -243,6 +237,7 @@ export class Cluster implements WorkerGroup {
   async trainStep(req: StepRequest): Promise<StepReport> {
     const { step } = req;
     if (req.shards.length !== this.slotCount) throw new Error(`trainStep: ${req.shards.length} shards for ${this.slotCount} slots`);
+    this.step = step;
     await this.admit(step);
     const traffic0 = new Map(this.nodes.map((n) => [n.info.id, n.traffic()]));
     const t0 = performance.now();
@@ -285,11 +280,12 @@ export class Cluster implements WorkerGroup {
     this.current = null;
     const t2 = performance.now();
     this.pool.publish(step + 1);
+    this.step = step + 1;
     const every = this.opts.checksumEvery ?? 0;
     if (every > 0 && this.nodes.length > 0 && (step + 1) % every === 0) await this.verifyMirrors(step + 1);
     const t3 = performance.now();
 
-    const members = this.memberSteps(outcomes, traffic0);
+    const members = memberSteps(outcomes, this.nodes.map((n) => ({ id: n.info.id, before: traffic0.get(n.info.id), now: n.traffic() })));
     const workerComputeSec = ordered.map((r) => r.computeMs / 1000);
     const computeSec = Math.max(...workerComputeSec);
     const netBytes = members.reduce((n, m) => n + m.sentBytes + m.receivedBytes, 0);
@@ -297,47 +293,8 @@ export class Cluster implements WorkerGroup {
       loss: lossSum / tokens, tokens, stepSec: (t3 - t0) / 1000, computeSec, workerComputeSec,
       waitSec: Math.max(0, (t1 - t0) / 1000 - computeSec), reduceSec: reduceMs / 1000, optimizerSec: (t2 - t1) / 1000, publishSec: (t3 - t2) / 1000,
       heapBytes: Math.max(...ordered.map((r) => r.heapBytes)), liveTensors: Math.max(...ordered.map((r) => r.numTensors)),
-      bytesMoved: this.localBytes(outcomes) + netBytes, members,
+      bytesMoved: localBytes(this.opts.layout, this.local?.info.threads ?? 0, outcomes.filter((o) => o.member === this.local)) + netBytes, members,
     };
-  }
-
-  private memberSteps(outcomes: Array<TaskOutcome<SlotStats>>, traffic0: Map<number, { sent: number; received: number }>): MemberStep[] {
-    const byMember = new Map<number, MemberStep>();
-    for (const o of outcomes) {
-      if (!o.result) continue;
-      const id = o.member.info.id;
-      const m = byMember.get(id) ?? { member: id, slots: [], computeSec: 0, waitSec: 0, sentBytes: 0, receivedBytes: 0 };
-      m.slots.push(...o.slots);
-      const compute = Math.max(...o.result.map((r) => r.computeMs)) / 1000;
-      m.computeSec = Math.max(m.computeSec, compute);
-      m.waitSec = Math.max(m.waitSec, (o.doneAt - o.sentAt) / 1000 - compute);
-      byMember.set(id, m);
-    }
-    for (const n of this.nodes) {
-      const before = traffic0.get(n.info.id) ?? { sent: 0, received: 0 };
-      const now = n.traffic();
-      const m = byMember.get(n.info.id) ?? { member: n.info.id, slots: [], computeSec: 0, waitSec: 0, sentBytes: 0, receivedBytes: 0 };
-      // The node's view: what it sent is what we received.
-      m.sentBytes = now.received - before.received;
-      m.receivedBytes = now.sent - before.sent;
-      byMember.set(n.info.id, m);
-    }
-    return [...byMember.values()].sort((a, b) => a.member - b.member);
-  }
-
-  /**
-   * Bytes the local threads copied (see README): each thread's weights upload (all but the
-   * embeddings, read in place), each slot's dense gradient out of tfjs and its embedding rows,
-   * the reduction's reads of the other slots, and the sum's copy into the reduced gradient.
-   */
-  private localBytes(outcomes: Array<TaskOutcome<SlotStats>>): number {
-    const local = outcomes.filter((o) => o.member === this.local && o.result).flatMap((o) => o.result!);
-    if (local.length === 0) return 0;
-    const { layout } = this.opts;
-    const dense = layout.totalSize - layout.tokEmb.size;
-    const threads = Math.min(local.length, this.local!.info.threads);
-    const rows = local.reduce((n, r) => n + r.tokens, 0) * layout.config.embDim;
-    return 4 * (threads * (dense - layout.posEmb.size) + local.length * dense + rows + (local.length - 1) * dense + dense);
   }
 
   /** Asks every node for the hash of its weights; a node whose copy differs is dropped. */
@@ -373,8 +330,9 @@ export class Cluster implements WorkerGroup {
   }
 
   async close(reason = 'the run ended'): Promise<void> {
-    for (const n of this.nodes) n.shutdown(reason);
+    const nodes = this.nodes;
     this.nodes = [];
+    await Promise.all(nodes.map((n) => n.shutdown(reason)));
     await this.opts.server?.close();
     await this.pool.close();
   }
