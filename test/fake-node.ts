@@ -60,7 +60,7 @@ export function fakeNode(opts: FakeOptions): Promise<FakeResult> {
         if (opts.afterWelcome) opts.afterWelcome(ws);
         else if (!opts.join) ws.close();
       } else if (m.kind === 'state-end') {
-        send({ kind: 'ready', version: m.version, backend: 'wasm' });
+        send({ kind: 'ready', version: m.version, backend: 'wasm', kernels: 'fake' });
       } else if (m.kind === 'train') {
         opts.onTrain?.(ws, m);
       } else if (m.kind === 'shutdown') {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { adamwUpdate, newMoments } from '../src/math/adamw.js';
-import { addRows, putRows, takeRows } from '../src/math/reduce.js';
+import { addInto, addRows, firstNonFinite, putRows, takeRows } from '../src/math/reduce.js';
+import { kernelStatus, native } from '../src/native/kernels.js';
 import { shardBatch, shardRange } from '../src/math/shard.js';
 import { batchMask, fillMask } from '../src/model/dropout.js';
 import { hashKey, permutation, Rng } from '../src/util/rng.js';
@@ -96,4 +97,39 @@ test('random streams are seeded and dropout masks are per sample, not per positi
   assert.deepEqual(both.subarray(64), alone, 'sample 12 gets the same mask in any batch position');
   assert.notDeepEqual(both.subarray(0, 64), alone);
   assert.notDeepEqual(batchMask({ ...plan, step: 5 }, 3, 64), both);
+});
+
+test('the native kernels give the same bits as the JavaScript ones', (t) => {
+  const kernels = native;
+  if (!kernels) {
+    assert.notEqual(process.env.CI, 'true', `CI builds the native addon: ${kernelStatus}`);
+    t.skip(kernelStatus);
+    return;
+  }
+  const rng = new Rng(17);
+  const n = 100_003;
+  const wide = () => Float32Array.from({ length: n }, () => rng.normal() * 10 ** (Math.floor(rng.uniform() * 12) - 8));
+  const p = wide(), g = wide();
+  g[5] = 0;
+  g[6] = 1e-42; // subnormal
+  const js = { p: p.slice(), m: newMoments(n) };
+  const nat = { p: p.slice(), m: newMoments(n) };
+  const opts = { lr: 4e-4, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+  const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  for (let step = 1; step <= 3; step++) {
+    adamwUpdate(js.p, g, js.m, opts, step, 1 / 512, 7, n - 3, null);
+    adamwUpdate(nat.p, g, nat.m, opts, step, 1 / 512, 7, n - 3, kernels);
+    assert.ok(bits(js.p).equals(bits(nat.p)) && bits(js.m.m).equals(bits(nat.m.m)) && bits(js.m.v).equals(bits(nat.m.v)), `AdamW step ${step}`);
+  }
+  assert.ok(!bits(js.p).equals(bits(p)), 'the step changed the weights');
+  const a = wide();
+  assert.ok(bits(addInto(a.slice(), g, null)).equals(bits(addInto(a.slice(), g, kernels))), 'addInto');
+  for (const bad of [NaN, Infinity, -Infinity]) {
+    const x = wide();
+    x[70_001] = bad;
+    assert.equal(firstNonFinite(x, kernels), 70_001);
+    assert.equal(firstNonFinite(x, null), 70_001);
+  }
+  assert.equal(firstNonFinite(wide(), kernels), -1);
+  assert.throws(() => kernels.addInto(new Float32Array(3), new Float32Array(4)), /lengths differ/);
 });

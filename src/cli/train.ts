@@ -6,6 +6,7 @@ import { Cluster } from '../comm/cluster.js';
 import type { MemberEvent, MemberInfo, MemberStep } from '../comm/group.js';
 import type { StepRecord } from '../coordinator/metrics.js';
 import { median } from '../math/stats.js';
+import { kernelStatus } from '../native/kernels.js';
 import { ProgressBar } from '../coordinator/progress.js';
 import { totalSteps, train, START, type Position, type TrainResult } from '../coordinator/trainer.js';
 import type { SplitData } from '../data/dataset.js';
@@ -96,7 +97,7 @@ function describeEvent(e: MemberEvent): string {
   const who = `node ${e.member} (${e.host})`;
   switch (e.event) {
     case 'join':
-      return `${who} joined: ${e.threads} thread${e.threads === 1 ? '' : 's'}, backend ${e.backend}; it works from step ${e.step}`;
+      return `${who} joined: ${e.threads} thread${e.threads === 1 ? '' : 's'}, backend ${e.backend}, ${e.kernels} kernels; it works from step ${e.step}`;
     case 'leave':
       return `${who} left at step ${e.step}: ${e.reason}`;
     case 'lost':
@@ -155,7 +156,7 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
     if (backends.size > 1) log(`warning: the workers run different backends (${[...backends].join(', ')}): placements then differ in the last bits`);
     const stepsPerEpoch = Math.floor(data.train.size / tc.batchSize);
     const total = totalSteps(config, data.train.size, args.maxSteps ?? null);
-    log(`gpt-ddp: ${run.configName}, ${layout.totalSize.toLocaleString('en-US')} parameters, backend ${backend}, ${group.description()}`);
+    log(`gpt-ddp: ${run.configName}, ${layout.totalSize.toLocaleString('en-US')} parameters, backend ${backend}, ${group.description()}; ${kernelStatus} optimizer kernels`);
     log(`data: ${run.source.origin}: ${data.characters} characters, ${data.trainTokens.length} train / ${data.valTokens.length} val tokens, ` +
       `${stepsPerEpoch} steps of ${tc.batchSize} x ${config.model.contextLength} tokens per epoch, ${tc.epochs} epochs`);
     log(`output: ${outDir}`);

@@ -3,6 +3,7 @@ import type { AdamWMoments } from '../math/adamw.js';
 import { roundToBf16 } from '../math/bf16.js';
 import type { Piece } from '../math/pieces.js';
 import { clearRows, putRows, type SparseRows } from '../math/reduce.js';
+import { kernelStatus } from '../native/kernels.js';
 import { errorMessage } from '../util/errors.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { ParamLayout } from '../model/layout.js';
@@ -72,7 +73,7 @@ export class Cluster implements WorkerGroup {
     });
     this.pieces = this.pool.pieces;
     this.local = localWorkers > 0
-      ? new LocalMember({ id: 0, kind: 'local', host: 'local', threads: localWorkers, backend: opts.backend }, this.pool)
+      ? new LocalMember({ id: 0, kind: 'local', host: 'local', threads: localWorkers, backend: opts.backend, kernels: kernelStatus }, this.pool)
       : null;
   }
 
@@ -147,7 +148,7 @@ export class Cluster implements WorkerGroup {
       }
       this.nodes.push(node);
       node.onClose((reason) => this.lose(node, reason));
-      this.emit({ event: 'join', step: version, member: node.info.id, host: node.info.host, threads: node.info.threads, backend: node.info.backend });
+      this.emit({ event: 'join', step: version, member: node.info.id, host: node.info.host, threads: node.info.threads, backend: node.info.backend, kernels: node.info.kernels });
     }
     if (joined.length > 0 && this.slotCount > 0) this.rebalance();
   }
@@ -333,7 +334,7 @@ export class Cluster implements WorkerGroup {
     const nodes = this.nodes;
     this.nodes = [];
     await Promise.all(nodes.map((n) => n.shutdown(reason)));
-    await this.opts.server?.close();
+    await this.opts.server?.close(reason);
     await this.pool.close();
   }
 }

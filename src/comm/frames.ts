@@ -12,7 +12,7 @@
  */
 import { Packr } from 'msgpackr';
 import { fromBf16, toBf16 } from '../math/bf16.js';
-import type { SparseRows } from '../math/reduce.js';
+import { firstNonFinite, type SparseRows } from '../math/reduce.js';
 import type { WireFormat } from './protocol.js';
 
 export const FRAME = { control: 1, partial: 2, partialRows: 3, reduced: 4, reducedRows: 5, state: 6 } as const;
@@ -169,7 +169,6 @@ export function rowValues(h: TensorHeader, payload: Buffer, width: number, limit
 }
 
 function requireFinite(values: Float32Array): void {
-  for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i]!)) throw new ProtocolError(`non-finite value ${values[i]} at index ${i} of a tensor frame`);
-  }
+  const i = firstNonFinite(values);
+  if (i >= 0) throw new ProtocolError(`non-finite value ${values[i]} at index ${i} of a tensor frame`);
 }

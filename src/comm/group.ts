@@ -9,6 +9,8 @@ export interface MemberInfo {
   host: string;
   threads: number;
   backend: string;
+  /** What runs its optimizer and gradient sums: native or JavaScript kernels. */
+  kernels: string;
 }
 
 /** What the coordinator asks of one optimizer step. */
@@ -68,8 +70,9 @@ export interface MemberEvent {
   member: number;
   host: string;
   threads: number;
-  /** The backend a joining node runs. */
+  /** The backend and kernels a joining node runs. */
   backend?: string;
+  kernels?: string;
   slots?: number[];
   reason?: string;
 }

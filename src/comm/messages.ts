@@ -105,7 +105,7 @@ export function parseNodeMessage(raw: unknown): NodeMessage {
         host: text(m.host, 'host', 255), threads: int(m.threads, 'threads', 1, 4096), backend: oneOf(m.backend, 'backend', BACKENDS),
       };
     case 'ready':
-      return { kind: 'ready', version: uint(m.version, 'version'), backend: text(m.backend, 'backend', 64) };
+      return { kind: 'ready', version: uint(m.version, 'version'), backend: text(m.backend, 'backend', 64), kernels: text(m.kernels, 'kernels', 200) };
     case 'trained':
       return { kind: 'trained', task: uint(m.task, 'task'), results: list(m.results, 'results', slotStats, 4096) };
     case 'losses':

@@ -136,6 +136,8 @@ export interface ReadyMessage {
   kind: 'ready';
   version: number;
   backend: string;
+  /** What runs the optimizer and gradient sums there (native or JavaScript). */
+  kernels: string;
 }
 
 /** What a worker reports of one slot's gradient. */

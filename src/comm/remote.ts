@@ -168,7 +168,7 @@ export class RemoteNode implements Member {
   async sendState(weights: Float32Array, moments: AdamWMoments, version: number): Promise<void> {
     const ready = this.request({ kind: 'state', version }, 'ready', (m) => {
       if (m.kind !== 'ready' || m.version !== version) throw new ProtocolError('unexpected ready reply');
-      return m.backend;
+      return { backend: m.backend, kernels: m.kernels };
     }, STATE_TIMEOUT_MS);
     [weights, moments.m, moments.v].forEach((tensor, b) => {
       for (let d = 0, s = 0; s < tensor.length; d++, s += this.ctx.pieceFloats) {
@@ -176,8 +176,7 @@ export class RemoteNode implements Member {
       }
     });
     this.sendControl({ kind: 'state-end', version });
-    const backend = await ready;
-    Object.assign(this.info, { backend });
+    Object.assign(this.info, await ready);
   }
 
   commit(step: number, gradScale: number, adam: AdamWOptions): void {
@@ -289,12 +288,15 @@ export class RemoteNode implements Member {
     t.resolve(results);
   }
 
-  /** Tells the node the run is over; resolves once the connection is closed (or after 2 s). */
+  /**
+   * Tells the node the run is over; resolves once the connection is closed, or after the time the
+   * bytes still queued need at 50 MB/s plus 2 s (the message goes after them).
+   */
   async shutdown(reason: string): Promise<void> {
     if (this.closed) return;
     const closed = new Promise<void>((resolve) => {
       this.ws.once('close', () => resolve());
-      setTimeout(resolve, 2000).unref();
+      setTimeout(resolve, Math.min(120_000, 2000 + this.ws.bufferedAmount / 50_000)).unref();
     });
     this.sendControl({ kind: 'shutdown', reason });
     this.ws.close(1000, 'run ended');

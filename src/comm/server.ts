@@ -120,7 +120,7 @@ export class NodeServer {
       }));
       const { layout, wire, pieceFloats, heartbeatTimeoutSec } = this.opts;
       const pieces = gradientPieces(gradientRegions(layout), pieceFloats);
-      this.joined.push(new RemoteNode(ws, { id: member, kind: 'node', host: `${hello.host}@${address}`, threads: hello.threads, backend: hello.backend },
+      this.joined.push(new RemoteNode(ws, { id: member, kind: 'node', host: `${hello.host}@${address}`, threads: hello.threads, backend: hello.backend, kernels: '?' },
         { layout, pieces, wire, pieceFloats, heartbeatTimeoutMs: heartbeatTimeoutSec * 1000 }));
       this.waiters.splice(0).forEach((wake) => wake());
     });
@@ -144,8 +144,9 @@ export class NodeServer {
     });
   }
 
-  async close(): Promise<void> {
-    for (const n of this.joined.splice(0)) n.shutdown('the run ended');
+  /** Ends the nodes still waiting to be admitted (their goodbye flushed), then closes the port. */
+  async close(reason: string): Promise<void> {
+    await Promise.all(this.joined.splice(0).map((n) => n.shutdown(reason)));
     for (const ws of this.wss.clients) ws.terminate();
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
     await new Promise<void>((resolve) => this.http.close(() => resolve()));

@@ -94,7 +94,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const elapsed = () => start.elapsedSec + seconds(performance.now() - startedAt);
   const save = () => opts.checkpoint?.({ ...pos, elapsedSec: elapsed() });
   for (const m of group.members()) {
-    if (m.kind === 'node') metrics.write({ type: 'member', event: 'join', step: start.step, member: m.id, host: m.host, threads: m.threads, backend: m.backend, elapsedSec: elapsed() });
+    if (m.kind === 'node') metrics.write({ type: 'member', event: 'join', step: start.step, member: m.id, host: m.host, threads: m.threads, backend: m.backend, kernels: m.kernels, elapsedSec: elapsed() });
   }
   group.onEvent((e) => {
     const record: MemberRecord = { type: 'member', ...e, elapsedSec: elapsed() };

@@ -1,13 +1,23 @@
+import { native, type NativeKernels } from '../native/kernels.js';
+
 /**
  * Gradient arithmetic of the reduction. Dense parts add element-wise; the token embedding's
  * gradient stays sparse (only the rows of the tokens in the batch), as sorted rows of `width`.
  */
 
-/** target[i] += source[i] for every i (float32 results, as any worker computes them). */
-export function addInto(target: Float32Array, source: Float32Array): Float32Array {
+/** target[i] += source[i] for every i (float32 results, natively when the addon is built). */
+export function addInto(target: Float32Array, source: Float32Array, kernels: NativeKernels | null = native): Float32Array {
   if (target.length !== source.length) throw new Error(`addInto: ${target.length} != ${source.length}`);
-  for (let i = 0; i < target.length; i++) target[i]! += source[i]!;
+  if (kernels) kernels.addInto(target, source);
+  else for (let i = 0; i < target.length; i++) target[i]! += source[i]!;
   return target;
+}
+
+/** Index of the first NaN or infinity in `values`, or -1. */
+export function firstNonFinite(values: Float32Array, kernels: NativeKernels | null = native): number {
+  if (kernels) return kernels.firstNonFinite(values);
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return i;
+  return -1;
 }
 
 /** Rows of a [rows, width] matrix, only those listed (sorted ascending, distinct). */

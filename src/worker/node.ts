@@ -13,6 +13,7 @@ import { ThreadPool } from '../comm/threads.js';
 import { clearRows, putRows, type SparseRows } from '../math/reduce.js';
 import type { BackendChoice } from '../model/backend.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
+import { kernelStatus } from '../native/kernels.js';
 import { errorMessage, UsageError } from '../util/errors.js';
 import { NodeFaults } from './node-faults.js';
 
@@ -209,7 +210,7 @@ class NodeSession {
     if (this.stateGot.size !== 3 * pieces) throw new ProtocolError(`state-end after ${this.stateGot.size} of ${3 * pieces} state frames`);
     const backend = await this.poolReady!;
     pool.publish(version);
-    this.send({ kind: 'ready', version, backend });
+    this.send({ kind: 'ready', version, backend, kernels: kernelStatus });
     this.log(`weights of step ${version} loaded; backend ${backend}; training`);
   }
 

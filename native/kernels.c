@@ -1,0 +1,128 @@
+/*
+ * gpt-ddp's native kernels for the optimizer and the gradient reduction: plain loops the
+ * compiler vectorises for the machine it builds on. Every result is bit-identical to the
+ * JavaScript versions in src/math (same IEEE double and float operations in the same order;
+ * built with -ffp-contract=off so no multiply-add is fused), so nodes with and without this
+ * addon mirror each other exactly.
+ */
+#include <math.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "gpt-ddp native: bad arguments"); return NULL; } } while (0)
+
+/* The elements of a Float32Array (or Uint32 view) argument. */
+static int float_array(napi_env env, napi_value v, float **data, size_t *length) {
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  void *raw;
+  if (napi_get_typedarray_info(env, v, &type, length, &raw, &buffer, &offset) != napi_ok || type != napi_float32_array) {
+    napi_throw_type_error(env, NULL, "gpt-ddp native: expected a Float32Array");
+    return 0;
+  }
+  *data = (float *)raw;
+  return 1;
+}
+
+static double number(napi_env env, napi_value v) {
+  double x = 0;
+  napi_get_value_double(env, v, &x);
+  return x;
+}
+
+/* The AdamW loop (restrict: the four arrays never overlap, so it vectorises). */
+static void adamw_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t start, size_t end,
+                        double decay, double stepSize, double bc2Sqrt, double oneMinusB1, double beta2, double oneMinusB2, double eps, double gradScale) {
+  for (size_t i = start; i < end; i++) {
+    const double gi = (double)g[i] * gradScale;
+    const double mi = (double)m[i] + oneMinusB1 * (gi - (double)m[i]);
+    const double vi = beta2 * (double)v[i] + oneMinusB2 * gi * gi;
+    m[i] = (float)mi;
+    v[i] = (float)vi;
+    p[i] = (float)((double)p[i] * decay - (stepSize * mi) / (sqrt(vi) / bc2Sqrt + eps));
+  }
+}
+
+/* adamw(params, grad, m, v, start, end, decay, stepSize, bc2Sqrt, oneMinusB1, beta2, oneMinusB2, eps, gradScale) */
+static napi_value AdamW(napi_env env, napi_callback_info info) {
+  size_t argc = 14;
+  napi_value a[14];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (argc != 14) {
+    napi_throw_error(env, NULL, "gpt-ddp native: adamw takes 14 arguments");
+    return NULL;
+  }
+  float *p, *g, *m, *v;
+  size_t np, ng, nm, nv;
+  if (!float_array(env, a[0], &p, &np) || !float_array(env, a[1], &g, &ng) || !float_array(env, a[2], &m, &nm) || !float_array(env, a[3], &v, &nv)) return NULL;
+  const double start = number(env, a[4]), end = number(env, a[5]);
+  if (!(start >= 0 && start <= end && end <= (double)np && np == ng && np == nm && np == nv)) {
+    napi_throw_range_error(env, NULL, "gpt-ddp native: adamw range or lengths do not match");
+    return NULL;
+  }
+  adamw_range(p, g, m, v, (size_t)start, (size_t)end, number(env, a[6]), number(env, a[7]), number(env, a[8]), number(env, a[9]),
+              number(env, a[10]), number(env, a[11]), number(env, a[12]), number(env, a[13]));
+  return NULL;
+}
+
+/* addInto(target, source): target[i] += source[i] in float32. */
+static napi_value AddInto(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  float *t, *s;
+  size_t nt, ns;
+  if (argc != 2 || !float_array(env, a[0], &t, &nt) || !float_array(env, a[1], &s, &ns)) return NULL;
+  if (nt != ns) {
+    napi_throw_range_error(env, NULL, "gpt-ddp native: addInto lengths differ");
+    return NULL;
+  }
+  for (size_t i = 0; i < nt; i++) t[i] += s[i];
+  return NULL;
+}
+
+/* firstNonFinite(values): the index of the first NaN or infinity, or -1. */
+static napi_value FirstNonFinite(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  float *x;
+  size_t n;
+  if (argc != 1 || !float_array(env, a[0], &x, &n)) return NULL;
+  double found = -1;
+  const size_t block = 4096;
+  for (size_t b = 0; b < n && found < 0; b += block) {
+    const size_t e = b + block < n ? b + block : n;
+    uint32_t bad = 0;
+    for (size_t i = b; i < e; i++) {
+      uint32_t bits;
+      memcpy(&bits, &x[i], 4);
+      bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    if (bad) {
+      for (size_t i = b; i < e; i++) {
+        if (!isfinite(x[i])) {
+          found = (double)i;
+          break;
+        }
+      }
+    }
+  }
+  napi_value r;
+  CHECK(napi_create_double(env, found, &r));
+  return r;
+}
+
+NAPI_MODULE_INIT() {
+  const struct { const char *name; napi_callback fn; } fns[] = {
+    { "adamw", AdamW }, { "addInto", AddInto }, { "firstNonFinite", FirstNonFinite },
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok) return NULL;
+    if (napi_set_named_property(env, exports, fns[i].name, f) != napi_ok) return NULL;
+  }
+  return exports;
+}

@@ -1,0 +1,34 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * The optional native kernels (native/kernels.c, built by `npm ci` with node-gyp). Each gives the
+ * same bits as its JavaScript twin in src/math; without the addon those run instead.
+ */
+export interface NativeKernels {
+  adamw(
+    params: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, start: number, end: number,
+    decay: number, stepSize: number, bc2Sqrt: number, oneMinusB1: number, beta2: number, oneMinusB2: number, eps: number, gradScale: number,
+  ): void;
+  addInto(target: Float32Array, source: Float32Array): void;
+  /** Index of the first NaN or infinity, or -1. */
+  firstNonFinite(values: Float32Array): number;
+}
+
+const ADDON = fileURLToPath(new URL('../../../build/Release/gpt_ddp_kernels.node', import.meta.url));
+
+function load(): { kernels: NativeKernels | null; status: string } {
+  if (process.env.GPT_DDP_KERNELS === 'js') return { kernels: null, status: 'JavaScript (GPT_DDP_KERNELS=js)' };
+  if (!existsSync(ADDON)) return { kernels: null, status: 'JavaScript (the native addon was not built: see npm ci\'s output)' };
+  try {
+    return { kernels: createRequire(import.meta.url)(ADDON) as NativeKernels, status: 'native' };
+  } catch (err) {
+    return { kernels: null, status: `JavaScript (the native addon did not load: ${(err as Error).message.split('\n')[0]})` };
+  }
+}
+
+const loaded = load();
+export const native: NativeKernels | null = loaded.kernels;
+/** What runs the optimizer and the gradient sums, for the start line. */
+export const kernelStatus: string = loaded.status;
