@@ -1,5 +1,5 @@
 /*
- * gpt-ddp's native kernels for the optimizer and the gradient reduction: plain loops the
+ * gpt-ddp's native kernels for the optimizer, the gradient reduction and the bf16 wire format: plain loops the
  * compiler vectorises for the machine it builds on. Every result is bit-identical to the
  * JavaScript versions in src/math (same IEEE double and float operations in the same order;
  * built with -ffp-contract=off so no multiply-add is fused), so nodes with and without this
@@ -12,7 +12,7 @@
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "gpt-ddp native: bad arguments"); return NULL; } } while (0)
 
-/* The elements of a Float32Array (or Uint32 view) argument. */
+/* The elements of a Float32Array argument. */
 static int float_array(napi_env env, napi_value v, float **data, size_t *length) {
   napi_typedarray_type type;
   napi_value buffer;
@@ -26,9 +26,10 @@ static int float_array(napi_env env, napi_value v, float **data, size_t *length)
   return 1;
 }
 
+/* A number argument; NaN (which every caller refuses or propagates visibly) when it is not one. */
 static double number(napi_env env, napi_value v) {
   double x = 0;
-  napi_get_value_double(env, v, &x);
+  if (napi_get_value_double(env, v, &x) != napi_ok) return NAN;
   return x;
 }
 
@@ -115,9 +116,87 @@ static napi_value FirstNonFinite(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* The bf16 bits of float32 bits x: round to nearest even; NaN stays a (quiet) NaN. */
+static inline uint16_t bf16_bits(uint32_t x) {
+  return (x & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x >> 16) | 0x40u) : (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+/* The elements of a Uint16Array argument. */
+static int u16_array(napi_env env, napi_value v, uint16_t **data, size_t *length) {
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  void *raw;
+  if (napi_get_typedarray_info(env, v, &type, length, &raw, &buffer, &offset) != napi_ok || type != napi_uint16_array) {
+    napi_throw_type_error(env, NULL, "gpt-ddp native: expected a Uint16Array");
+    return 0;
+  }
+  *data = (uint16_t *)raw;
+  return 1;
+}
+
+/* toBf16(values: Float32Array, out: Uint16Array) */
+static napi_value ToBf16(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  float *x;
+  uint16_t *out;
+  size_t n, no;
+  if (argc != 2 || !float_array(env, a[0], &x, &n) || !u16_array(env, a[1], &out, &no)) return NULL;
+  if (n != no) {
+    napi_throw_range_error(env, NULL, "gpt-ddp native: toBf16 lengths differ");
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint32_t bits;
+    memcpy(&bits, &x[i], 4);
+    out[i] = bf16_bits(bits);
+  }
+  return NULL;
+}
+
+/* fromBf16(values: Uint16Array, out: Float32Array) */
+static napi_value FromBf16(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  uint16_t *h;
+  float *out;
+  size_t n, no;
+  if (argc != 2 || !u16_array(env, a[0], &h, &n) || !float_array(env, a[1], &out, &no)) return NULL;
+  if (n != no) {
+    napi_throw_range_error(env, NULL, "gpt-ddp native: fromBf16 lengths differ");
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t bits = (uint32_t)h[i] << 16;
+    memcpy(&out[i], &bits, 4);
+  }
+  return NULL;
+}
+
+/* roundToBf16(values: Float32Array): each value rounded to bfloat16, in place. */
+static napi_value RoundToBf16(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  float *x;
+  size_t n;
+  if (argc != 1 || !float_array(env, a[0], &x, &n)) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t bits;
+    memcpy(&bits, &x[i], 4);
+    bits = (uint32_t)bf16_bits(bits) << 16;
+    memcpy(&x[i], &bits, 4);
+  }
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   const struct { const char *name; napi_callback fn; } fns[] = {
     { "adamw", AdamW }, { "addInto", AddInto }, { "firstNonFinite", FirstNonFinite },
+    { "toBf16", ToBf16 }, { "fromBf16", FromBf16 }, { "roundToBf16", RoundToBf16 },
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

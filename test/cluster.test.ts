@@ -169,3 +169,19 @@ test('--wire bf16 halves the bytes on the wire and keeps the nodes identical to 
   await exited(r, 0);
   assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /2 workers on 2 nodes \(2 threads\)/);
 });
+
+test('nodes only, none at the start: the coordinator waits for one; a diverged run stops with one line', async () => {
+  const c = await startCoordinator([...run(4)]);
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(c.child.exitCode, null, 'still waiting for a node');
+  const node = startNode(c, 1);
+  await exited(c, 0);
+  await exited(node, 0);
+
+  const d = await startCoordinator([...run(6), '--nodes', '2', '--lr', '1e30']);
+  const nodes = [startNode(d, 1), startNode(d, 1)];
+  await exited(d, 1);
+  for (const n of nodes) await n.exit;
+  assert.match(d.stderr.join('\n'), /^gpt-ddp: the run failed during step \d+: slots? [\d, ]+ gave a NaN or infinite gradient: it diverged \(try a lower --lr\)$/m);
+  assert.equal(d.stderr.filter((l) => l.trim()).length, 1, d.stderr.join('\n'));
+});

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { adamwUpdate, newMoments } from '../src/math/adamw.js';
 import { addInto, addRows, firstNonFinite, putRows, takeRows } from '../src/math/reduce.js';
 import { kernelStatus, native } from '../src/native/kernels.js';
+import { fromBf16, roundToBf16, toBf16 } from '../src/math/bf16.js';
 import { shardBatch, shardRange } from '../src/math/shard.js';
 import { batchMask, fillMask } from '../src/model/dropout.js';
 import { hashKey, permutation, Rng } from '../src/util/rng.js';
@@ -132,4 +133,24 @@ test('the native kernels give the same bits as the JavaScript ones', (t) => {
   }
   assert.equal(firstNonFinite(wide(), kernels), -1);
   assert.throws(() => kernels.addInto(new Float32Array(3), new Float32Array(4)), /lengths differ/);
+});
+
+test('native bf16 conversions give the same bits as the JavaScript ones', (t) => {
+  const kernels = native;
+  if (!kernels) {
+    t.skip(kernelStatus);
+    return;
+  }
+  const rng = new Rng(23);
+  const x = Float32Array.from({ length: 50_001 }, () => rng.normal() * 10 ** (Math.floor(rng.uniform() * 60) - 30));
+  x.set([NaN, Infinity, -Infinity, 0, -0, 3.4e38, 1e-42], 0);
+  const bits16 = (a: Uint16Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  const bits32 = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  const h = toBf16(x, undefined, null);
+  assert.ok(bits16(h).equals(bits16(toBf16(x, undefined, kernels))), 'toBf16');
+  assert.ok(bits32(fromBf16(h, undefined, null)).equals(bits32(fromBf16(h, undefined, kernels))), 'fromBf16');
+  const [a, b] = [x.slice(), x.slice()];
+  roundToBf16(a, null);
+  roundToBf16(b, kernels);
+  assert.ok(bits32(a).equals(bits32(b)), 'roundToBf16');
 });

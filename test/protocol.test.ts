@@ -170,7 +170,8 @@ test('control messages are checked field by field', () => {
   ] as const) {
     assert.throws(() => parseCoordinatorMessage(raw), pattern);
   }
-  assert.throws(() => parseNodeMessage({ kind: 'trained', task: 1, results: [{ slot: 0, sampleLoss: [Infinity], tokens: 1, computeMs: 1, heapBytes: 0, numTensors: 0 }] }), /finite/);
+  assert.throws(() => parseNodeMessage({ kind: 'trained', task: 1, results: [{ slot: 0, sampleLoss: [1], tokens: 1, computeMs: Infinity, heapBytes: 0, numTensors: 0 }] }), /computeMs must be a finite number/);
+  assert.throws(() => parseNodeMessage({ kind: 'trained', task: 1, results: [{ slot: 0, sampleLoss: ['1'], tokens: 1, computeMs: 1, heapBytes: 0, numTensors: 0 }] }), /sampleLoss\[0\] must be a number/);
   assert.throws(() => parseNodeMessage({ kind: 'hello', protocol: 1, nonce: new Uint8Array(31), proof: new Uint8Array(32), host: 'h', threads: 1, backend: 'wasm' }), /nonce must be 32 bytes/);
   assert.equal(parseNodeMessage({ kind: 'leave', reason: 'bye' }).kind, 'leave');
 });

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
 import { newNonce } from '../src/comm/auth.js';
-import { controlFrame, denseFrame, FRAME, rowsFrame, type FrameType } from '../src/comm/frames.js';
+import { controlFrame, denseFrame, FRAME, maxPayload, rowsFrame, type FrameType } from '../src/comm/frames.js';
 import { PROTOCOL_VERSION, type TrainMessage } from '../src/comm/protocol.js';
 import type { MemberRecord } from '../src/coordinator/metrics.js';
 import { Rng } from '../src/util/rng.js';
@@ -77,11 +79,19 @@ test('a node refuses a coordinator that speaks another protocol or cannot prove 
   }
 });
 
+/** A token id that none of the task's samples uses. */
+function unusedToken(t: TrainMessage): number {
+  const used = new Set(t.slots.flatMap((s) => s.samples.flatMap((x) => [...x.input])));
+  let id = 1;
+  while (used.has(id)) id += 1;
+  return id;
+}
+
 /** Frames a misbehaving node sends for its train task, and the reason the coordinator must give. */
 const misdeeds: Array<[string, (t: TrainMessage) => Buffer, RegExp]> = [
   ['garbage bytes', () => Buffer.from('\x07this is not a frame'), /unknown frame type 7/],
   ['a short tensor frame', () => Buffer.from([FRAME.partial, 0, 0, 0, 1]), /short frame/],
-  ['an oversize frame', () => Buffer.alloc(4 * 65536 + 2048, 0), /1009|Max payload/],
+  ['an oversize frame', () => Buffer.alloc(maxPayload(65536) + 1, 0), /1009|Max payload/],
   ['a frame for a slot it does not own', (t) => denseFrame({ type: FRAME.partial, wire: 'fp32', a: t.task, b: 0, c: 1, d: 0, e: 0 }, new Float32Array(65536)),
     /not this node's to sum/],
   ['a frame for a task that is not under way', (t) => denseFrame({ type: FRAME.partial, wire: 'fp32', a: t.task + 7, b: 1, c: 2, d: 0, e: 0 }, new Float32Array(65536)),
@@ -91,6 +101,10 @@ const misdeeds: Array<[string, (t: TrainMessage) => Buffer, RegExp]> = [
   ['an infinite gradient', (t) => denseFrame({ type: FRAME.partial, wire: 'fp32', a: t.task, b: 1, c: 2, d: 0, e: 0 }, new Float32Array(65536).fill(Infinity)), /non-finite/],
   ['rows out of the vocabulary', (t) => rowsFrame({ type: FRAME.partialRows, a: t.task, b: 1, c: 2, d: 0, e: 1 }, { rows: Int32Array.from([60000]), values: new Float32Array(32) }),
     /below 50257/],
+  ['a row that is not one of its tokens', (t) => rowsFrame({ type: FRAME.partialRows, a: t.task, b: 1, c: 2, d: 0, e: 1 },
+    { rows: Int32Array.from([unusedToken(t)]), values: new Float32Array(32) }), /is not a token of these slots/],
+  ['a sum announced in a million rows frames', (t) => rowsFrame({ type: FRAME.partialRows, a: t.task, b: 1, c: 2, d: 0, e: 1_000_000 }, { rows: new Int32Array(0), values: new Float32Array(0) }),
+    /at most 1 frames/],
   ['a result before its partial sums', (t) => controlFrame({ kind: 'trained', task: t.task, results: [] }), /reported done before all its partial sums/],
   ['a message a node may not send', () => controlFrame({ kind: 'commit', step: 0, gradScale: 1, adam: {} }), /unknown message kind "commit"/],
 ];
@@ -114,11 +128,29 @@ test('bad frames from a node: its connection is closed, its slot recomputed, the
   assert.match(reasons.at(-1) ?? '', /non-finite value NaN/, 'a NaN gradient');
 });
 
+/** A TCP connection upgraded to WebSocket by hand, so a test can then send what no client library would. */
+function rawWebSocket(url: string): Promise<{ socket: Socket; closed: Promise<void> }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), hostname, () => {
+      socket.write(`GET / HTTP/1.1\r\nHost: ${hostname}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    });
+    const closed = new Promise<void>((done) => socket.once('close', () => done()));
+    socket.on('error', () => {});
+    socket.once('data', () => resolve({ socket, closed }));
+    void closed.then(() => resolve({ socket, closed }));
+  });
+}
+
 test('1,000 fuzzed frames at the coordinator: no crash, bounded memory, the run unchanged', async () => {
   const reference = await referenceRun(1);
   const c = await startCoordinator([...run(4), '--nodes', '1']);
   const token = readFileSync(c.token, 'utf8').trim();
-  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${c.child.pid}/status`, 'utf8'))![1]) * 1024;
+  const rss = () => {
+    assert.equal(c.child.exitCode, null, `the coordinator ended:\n${c.stderr.join('\n')}`);
+    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${c.child.pid}/status`, 'utf8'))![1]) * 1024;
+  };
   const before = rss();
   const samples: number[] = [];
   const rng = new Rng(11);
@@ -138,10 +170,20 @@ test('1,000 fuzzed frames at the coordinator: no crash, bounded memory, the run 
     ws.on('close', () => resolve());
     ws.on('open', () => ws.send(frame));
   });
+  // Hold every handshake slot with silent connections, then break the WebSocket protocol itself on
+  // sockets past the limit and on open ones: no socket error may reach the process.
+  const silent = await Promise.all(Array.from({ length: 20 }, () => rawWebSocket(c.url)));
+  await Promise.all(Array.from({ length: 10 }, () => rawWebSocket(c.url).then((s) => {
+    s.socket.end(Buffer.from([0x8f, 0x80, 1, 2, 3, 4]));
+    return s.closed;
+  })));
+  silent.forEach((s) => s.socket.end(Buffer.from([0x82, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])));
+  await Promise.all(silent.map((s) => s.closed));
   for (let batch = 0; batch < 100; batch++) {
     // Seven strangers whose first message is not a hello, three authenticated nodes whose next one is fuzz.
     await Promise.all(Array.from({ length: 10 }, (_, k) => (k < 7 ? unauthenticated(fuzzed())
-      : fakeNode({ url: c.url, token, afterWelcome: (ws) => ws.send(fuzzed()) }).then((r) => assert.equal(r.outcome, 'welcome')))));
+      : fakeNode({ url: c.url, token, afterWelcome: (ws) => ws.send(fuzzed()) }).then((r) => assert.equal(r.outcome, 'welcome',
+        `an authenticated node was not welcomed (close code ${r.closeCode}):\n${c.stdout.slice(-5).join('\n')}`)))));
     samples.push(rss());
   }
   const node = startNode(c, 1);

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createTokenFile, readTokenFile } from '../comm/auth.js';
-import { PIECE_FLOATS } from '../comm/cluster.js';
+import { PIECE_FLOATS } from '../comm/frames.js';
 import type { WireFormat } from '../comm/protocol.js';
 import { NodeServer } from '../comm/server.js';
 import type { ParamLayout } from '../model/layout.js';

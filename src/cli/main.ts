@@ -4,7 +4,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { WorkerError } from '../comm/group.js';
 import { BACKENDS, type BackendChoice } from '../model/backend.js';
-import { errorMessage, UsageError } from '../util/errors.js';
+import { errorMessage, Interrupted, UsageError } from '../util/errors.js';
 import { reportTable } from '../report/compare-report.js';
 import { runCompare, runReport } from './compare.js';
 import { evaluateCheckpoint } from './evaluate.js';
@@ -163,8 +163,8 @@ async function main(): Promise<void> {
     await buildCli(hideBin(process.argv)).parseAsync();
   } catch (err) {
     console.error(`gpt-ddp: ${errorMessage(err).replace(/\s*\n\s*/g, ' ')}`);
-    process.exitCode = err instanceof UsageError ? 2 : 1;
-    if (!(err instanceof UsageError || err instanceof WorkerError) && process.env.GPT_DDP_DEBUG && err instanceof Error) {
+    process.exitCode = err instanceof UsageError ? 2 : err instanceof Interrupted ? 130 : 1;
+    if (!(err instanceof UsageError || err instanceof WorkerError || err instanceof Interrupted) && process.env.GPT_DDP_DEBUG && err instanceof Error) {
       console.error(err.stack);
     }
   }

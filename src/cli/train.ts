@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { FORMAT_VERSION, loadCheckpoint, loadWeightsFile, readTrainerState, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { Cluster } from '../comm/cluster.js';
+import { CONTROL_BYTES, sampleBytes } from '../comm/frames.js';
 import type { MemberEvent, MemberInfo, MemberStep } from '../comm/group.js';
 import type { StepRecord } from '../coordinator/metrics.js';
 import { median } from '../math/stats.js';
@@ -18,7 +19,7 @@ import { initParams } from '../model/init.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
 import { lossPlotSpec } from '../report/loss-plot.js';
 import { writeChart } from '../report/render.js';
-import { UsageError } from '../util/errors.js';
+import { Interrupted, UsageError } from '../util/errors.js';
 import { DEFAULT_CONFIG, loadConfig, prepareData, prepareOutDir, resolveConfigPath, type TrainingOverrides } from './common.js';
 import { checkListenArgs, startListening, type ListenArgs } from './listen.js';
 
@@ -85,6 +86,10 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
   }
   const configName = resolveConfigPath(args.config ?? DEFAULT_CONFIG);
   const config = loadConfig(configName, { epochs, lr, weightDecay, batchSize, seed, evalFreq, evalIter });
+  const taskBytes = config.training.batchSize * sampleBytes(config.model.contextLength);
+  if (args.listen && taskBytes > CONTROL_BYTES) {
+    throw new UsageError(`a batch of ${config.training.batchSize} x ${config.model.contextLength} tokens does not fit in one task message to a node (${taskBytes} bytes, at most ${CONTROL_BYTES}); use a smaller --batch-size`);
+  }
   const source = await loadVerdict(args.data);
   const data = prepareData(source.text, config);
   const layout = buildLayout(config.model);
@@ -130,10 +135,11 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
   const { config, layout, data, outDir } = run;
   const tc = config.training;
   const server = args.listen ? await startListening(args, layout, outDir, log) : undefined;
+  const stop = new AbortController();
   const group = new Cluster({
     layout, backend: args.backend, localWorkers: args.workers ?? (args.listen ? 0 : availableParallelism()), slots: run.slots, maxSlots: tc.batchSize,
     server, nodes: args.nodes, wire: args.wire, pieceFloats: args.pieceFloats, waitTimeoutSec: args.waitTimeout,
-    checksumEvery: args.checksumEvery, fault: args.fault ?? null,
+    checksumEvery: args.checksumEvery, fault: args.fault ?? null, stop: stop.signal,
   });
   let starting = true;
   group.onEvent((e) => {
@@ -144,6 +150,7 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
   const onSignal = () => {
     if (stopRequested) process.exit(130);
     stopRequested = true;
+    stop.abort();
     log('stopping after the current step, then saving a checkpoint (press Ctrl-C again to abort now)');
   };
   process.on('SIGINT', onSignal);
@@ -208,6 +215,10 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
     return { ...result, outDir, backend };
   } catch (err) {
     reason = `the coordinator failed: ${(err as Error).message}`;
+    if (stopRequested) {
+      reason = 'the coordinator was stopped';
+      throw new Interrupted(`stopped: ${(err as Error).message}${server ? '; the last checkpoint is kept' : ''}`);
+    }
     throw err;
   } finally {
     process.off('SIGINT', onSignal);

@@ -2,23 +2,20 @@ import { assignSlots, reassignSlots, type Capacity } from '../math/assign.js';
 import type { AdamWMoments } from '../math/adamw.js';
 import { roundToBf16 } from '../math/bf16.js';
 import type { Piece } from '../math/pieces.js';
-import { clearRows, putRows, type SparseRows } from '../math/reduce.js';
+import { clearRows, firstNonFinite, putRows, type SparseRows } from '../math/reduce.js';
 import { kernelStatus } from '../native/kernels.js';
 import { errorMessage } from '../util/errors.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { ParamLayout } from '../model/layout.js';
 import { WorkerError, type MemberEvent, type MemberInfo, type StepReport, type StepRequest, type WorkerGroup } from './group.js';
 import { LocalMember, type Member } from './member.js';
-import { reducedFrame, reducedRowsFrames } from './frames.js';
+import { PIECE_FLOATS, reducedFrame, reducedRowsFrames } from './frames.js';
 import type { Sample, SlotStats, WireFormat } from './protocol.js';
 import { StepReducer } from './reducer.js';
 import { localBytes, memberSteps, type TaskOutcome } from './step-stats.js';
 import type { RemoteNode } from './remote.js';
 import type { NodeServer } from './server.js';
 import { ThreadPool } from './threads.js';
-
-/** Floats per streamed gradient piece: 4 MiB frames, and the bound on any frame's size. */
-export const PIECE_FLOATS = 1 << 20;
 
 export interface ClusterOptions {
   layout: ParamLayout;
@@ -37,8 +34,14 @@ export interface ClusterOptions {
   waitTimeoutSec?: number;
   /** Compare the nodes' mirrored weights with ours every N steps (0: never). */
   checksumEvery?: number;
+  /** Ends a wait for nodes (Ctrl-C). */
+  stop?: AbortSignal;
   /** Test hook for the local threads (see worker/thread.ts). */
   fault?: string | null;
+}
+
+function divergence(step: number, slots: number[]): WorkerError {
+  return new WorkerError('the run', `step ${step}`, `slot${slots.length === 1 ? '' : 's'} ${slots.join(', ')} gave a NaN or infinite gradient: it diverged (try a lower --lr)`);
 }
 
 /**
@@ -122,9 +125,10 @@ export class Cluster implements WorkerGroup {
     this.pool.publish(state.version);
     this.step = state.version;
     if (this.local) this.backendName = await this.pool.start();
-    const wanted = this.opts.nodes ?? 0;
+    // Without local threads, at least one node must be there to place the slots on.
+    const wanted = Math.max(this.opts.nodes ?? 0, this.local ? 0 : 1);
     while (this.nodes.length < wanted) {
-      await this.opts.server!.waitForJoin(Infinity);
+      if (!(await this.opts.server!.waitForJoin(Infinity, this.opts.stop))) throw new WorkerError('the coordinator', 'start-up', 'stopped while waiting for nodes');
       await this.admit(state.version);
     }
     await this.admit(state.version);
@@ -195,6 +199,9 @@ export class Cluster implements WorkerGroup {
       inflight.set(task, { member, slots: mine, outcome });
     };
     const wanted = new Set(slots);
+    if (this.liveMembers().length === 0) await this.waitForWorkers(step);
+    // A NaN or infinity from one node is that node's fault; from a second one, the run's.
+    const nonFinite = new Set<number>();
     for (const [id, mine] of this.assignment) {
       const own = mine.filter((s) => wanted.has(s));
       if (own.length > 0) launch(this.member(id), own);
@@ -210,6 +217,11 @@ export class Cluster implements WorkerGroup {
       if (o.member === this.local) throw o.error;
       onDrop(o.task);
       this.lose(o.member as RemoteNode, errorMessage(o.error));
+      // Nodes still in flight may have failed the same way already (they all diverge at once).
+      for (const m of [o.member, ...[...inflight.values()].map((t) => t.member)]) {
+        if (m !== this.local && (m as RemoteNode).sentNonFinite) nonFinite.add(m.info.id);
+      }
+      if (nonFinite.size >= 2) throw divergence(step, o.slots);
       const live = this.liveMembers().length > 0 ? this.liveMembers() : await this.waitForWorkers(step);
       const load = new Map<number, number>();
       for (const t of inflight.values()) load.set(t.member.info.id, (load.get(t.member.info.id) ?? 0) + t.slots.length);
@@ -225,11 +237,12 @@ export class Cluster implements WorkerGroup {
   /** No worker left: say so, then wait for a node to join (it receives the current state). */
   private async waitForWorkers(step: number): Promise<Member[]> {
     const timeout = this.opts.waitTimeoutSec ?? 600;
+    const deadline = performance.now() + timeout * 1000;
     this.emit({ event: 'waiting', step, member: -1, host: '', threads: 0, reason: `no worker left; waiting up to ${timeout} s for a node to join` });
     while (this.liveMembers().length === 0) {
-      if (!this.opts.server || !(await this.opts.server.waitForJoin(timeout * 1000))) {
-        throw new WorkerError('every worker', `step ${step}`, `all workers were lost and none joined within ${timeout} s`);
-      }
+      const joined = await this.opts.server?.waitForJoin(deadline - performance.now(), this.opts.stop);
+      if (this.opts.stop?.aborted) throw new WorkerError('every worker', `step ${step}`, 'stopped while waiting for a node');
+      if (!joined) throw new WorkerError('every worker', `step ${step}`, `all workers were lost and none joined within ${timeout} s`);
       await this.admit(step);
     }
     return this.liveMembers();
@@ -264,6 +277,8 @@ export class Cluster implements WorkerGroup {
     const { results, outcomes } = await this.runSlots<SlotStats>(step, req.shards.map((_, s) => s), (member, slots, task) =>
       member.train({ step, slotCount: this.slotCount, slots: slots.map((slot) => ({ slot, samples: req.shards[slot]! })), dropout: req.dropout }, (p) => {
         const r0 = performance.now();
+        // Nodes' frames are checked on arrival; our own threads' sums here.
+        if (member === this.local && firstNonFinite(p.kind === 'dense' ? p.data : p.rows.values) >= 0) throw divergence(step, slots);
         reducer.add(task, p);
         reduceMs += performance.now() - r0;
       }), (task) => reducer.drop(task));

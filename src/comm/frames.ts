@@ -18,11 +18,24 @@ import type { WireFormat } from './protocol.js';
 export const FRAME = { control: 1, partial: 2, partialRows: 3, reduced: 4, reducedRows: 5, state: 6 } as const;
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 export const HEADER_BYTES = 32;
+/** Floats per streamed gradient piece: 4 MiB frames, and the bound on any frame's size. */
+export const PIECE_FLOATS = 1 << 20;
+/** Control messages are kept under this size (task messages are split to fit). */
+export const CONTROL_BYTES = 2 ** 21;
+/** The largest legal message: a piece of floats and its header, or a control message. */
+export const maxPayload = (pieceFloats: number): number => Math.max(HEADER_BYTES + 4 * pieceFloats, CONTROL_BYTES) + 1024;
+/** Bytes a sample takes in a task message: its input and target token ids, and some framing. */
+export const sampleBytes = (contextLength: number): number => 8 * contextLength + 64;
 const DTYPE: Record<WireFormat, number> = { fp32: 0, bf16: 1 };
 
 /** A malformed or unexpected message: the connection that sent it is closed. */
 export class ProtocolError extends Error {
-  override readonly name = 'ProtocolError';
+  override readonly name: string = 'ProtocolError';
+}
+
+/** A NaN or infinity in a gradient: a bad node, or (if it happens again elsewhere) a diverged run. */
+export class NonFiniteError extends ProtocolError {
+  override readonly name = 'NonFiniteError';
 }
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
@@ -168,7 +181,43 @@ export function rowValues(h: TensorHeader, payload: Buffer, width: number, limit
   return { rows, values };
 }
 
+/**
+ * Puts the rows frames of one sum back together: parts in order, at most `maxParts` of them, row
+ * ids increasing across parts, below `limit`, and (when given) among `allowed`.
+ */
+export class RowsAssembler {
+  private readonly parts: SparseRows[] = [];
+  private expected = 0;
+  done = false;
+
+  constructor(private readonly width: number, private readonly limit: number, private readonly maxParts: number, private readonly allowed?: Set<number>) {}
+
+  /** Takes one frame; returns all the rows once the last part is in. */
+  add(h: TensorHeader, payload: Buffer): SparseRows | null {
+    if (this.done || h.e < 1 || h.e > this.maxParts || h.d !== this.parts.length || (this.expected !== 0 && h.e !== this.expected)) {
+      throw new ProtocolError(`rows frame ${h.d} of ${h.e} out of order (at most ${this.maxParts} frames)`);
+    }
+    const rows = rowValues(h, payload, this.width, this.limit);
+    if (rows.rows.length === 0 && h.e > 1) throw new ProtocolError('an empty rows frame in a multi-frame sum');
+    const last = this.parts.at(-1)?.rows;
+    if (last?.length && rows.rows.length && rows.rows[0]! <= last[last.length - 1]!) throw new ProtocolError('rows frames must continue in increasing row order');
+    if (this.allowed) for (const r of rows.rows) if (!this.allowed.has(r)) throw new ProtocolError(`row ${r} is not a token of these slots`);
+    this.expected = h.e;
+    this.parts.push(rows);
+    if (this.parts.length < this.expected) return null;
+    this.done = true;
+    const all = { rows: new Int32Array(this.parts.reduce((n, p) => n + p.rows.length, 0)), values: new Float32Array(this.parts.reduce((n, p) => n + p.values.length, 0)) };
+    let r = 0;
+    for (const p of this.parts) {
+      all.rows.set(p.rows, r);
+      all.values.set(p.values, r * this.width);
+      r += p.rows.length;
+    }
+    return all;
+  }
+}
+
 function requireFinite(values: Float32Array): void {
   const i = firstNonFinite(values);
-  if (i >= 0) throw new ProtocolError(`non-finite value ${values[i]} at index ${i} of a tensor frame`);
+  if (i >= 0) throw new NonFiniteError(`non-finite value ${values[i]} at index ${i} of a tensor frame`);
 }

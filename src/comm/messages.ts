@@ -53,7 +53,11 @@ function oneOf<T extends string>(v: unknown, what: string, options: readonly T[]
 }
 
 const uint = (v: unknown, what: string) => int(v, what);
-const finiteNum = (v: unknown, what: string) => finite(v, what);
+/** A loss may be NaN or infinite (a diverged model has one); the gradient frames are what must be finite. */
+const loss = (v: unknown, what: string): number => {
+  if (typeof v !== 'number') fail(`${what} must be a number`);
+  return v;
+};
 
 /** Token ids travel as the raw little-endian bytes of an Int32Array (msgpack bin). */
 function tokens(v: unknown, what: string): Int32Array {
@@ -77,7 +81,7 @@ function slotSamples(v: unknown, what: string): SlotSamples {
 function slotStats(v: unknown, what: string): SlotStats {
   const o = obj(v, what);
   return {
-    slot: uint(o.slot, `${what}.slot`), sampleLoss: list(o.sampleLoss, `${what}.sampleLoss`, finiteNum, 4096),
+    slot: uint(o.slot, `${what}.slot`), sampleLoss: list(o.sampleLoss, `${what}.sampleLoss`, loss, 4096),
     tokens: uint(o.tokens, `${what}.tokens`), computeMs: finite(o.computeMs, `${what}.computeMs`), heapBytes: finite(o.heapBytes, `${what}.heapBytes`),
     numTensors: uint(o.numTensors, `${what}.numTensors`),
   };
@@ -113,7 +117,7 @@ export function parseNodeMessage(raw: unknown): NodeMessage {
         kind: 'losses', task: uint(m.task, 'task'),
         results: list(m.results, 'results', (v, w) => {
           const o = obj(v, w);
-          return { slot: uint(o.slot, `${w}.slot`), sampleLoss: list(o.sampleLoss, `${w}.sampleLoss`, finiteNum, 4096), computeMs: finite(o.computeMs, `${w}.computeMs`) };
+          return { slot: uint(o.slot, `${w}.slot`), sampleLoss: list(o.sampleLoss, `${w}.sampleLoss`, loss, 4096), computeMs: finite(o.computeMs, `${w}.computeMs`) };
         }, 4096),
       };
     case 'generated':

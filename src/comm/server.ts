@@ -5,7 +5,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { gradientPieces } from '../math/pieces.js';
 import { gradientRegions, type ParamLayout } from '../model/layout.js';
 import { newNonce, proof, proofMatches } from './auth.js';
-import { controlFrame, decodeFrame, FRAME, HEADER_BYTES, ProtocolError } from './frames.js';
+import { controlFrame, decodeFrame, FRAME, maxPayload, ProtocolError } from './frames.js';
 import { parseNodeMessage } from './messages.js';
 import { PROTOCOL_VERSION, type HelloMessage, type WireFormat } from './protocol.js';
 import { RemoteNode } from './remote.js';
@@ -26,9 +26,6 @@ export interface ServerOptions {
 
 const HANDSHAKE_MS = 10_000;
 const MAX_HANDSHAKES = 16;
-
-/** The largest legal message: a piece of floats and its header (control messages are far smaller). */
-export const maxPayload = (pieceFloats: number): number => HEADER_BYTES + 4 * pieceFloats + 1024;
 
 /**
  * Where remote nodes join a run. A connection must answer a fresh challenge with an HMAC of the
@@ -65,8 +62,10 @@ export class NodeServer {
 
   private handshake(ws: WebSocket, req: IncomingMessage): void {
     const address = req.socket.remoteAddress ?? '?';
+    // Whatever a peer sends, a socket error must never reach the process as an unhandled event.
+    ws.on('error', () => ws.terminate());
     if (this.handshakes >= MAX_HANDSHAKES) {
-      ws.close(1013, 'too many connections are authenticating');
+      ws.terminate();
       return;
     }
     this.handshakes += 1;
@@ -102,16 +101,18 @@ export class NodeServer {
         refuse(`protocol version mismatch: the node speaks version ${hello.protocol}, this coordinator ${PROTOCOL_VERSION} (install the same gpt-ddp version on both)`);
         return;
       }
+      // A hello is bound to this connection's fresh nonce, so a replayed one fails its proof; the
+      // nonces of accepted hellos are kept (only those, so strangers cannot grow the set) to say so.
       const key = Buffer.from(hello.nonce).toString('hex');
       if (this.seenNonces.has(key)) {
         refuse('replayed handshake');
         return;
       }
-      this.seenNonces.add(key);
       if (!proofMatches(proof(this.opts.token, 'node', nonce, hello.nonce), hello.proof)) {
         refuse('wrong token (check --token-file)');
         return;
       }
+      this.seenNonces.add(key);
       finish();
       const member = this.nextMember++;
       ws.send(controlFrame({
@@ -132,15 +133,23 @@ export class NodeServer {
     return this.joined.splice(0).filter((n) => !n.closed);
   }
 
-  /** Resolves true once a node is waiting to be admitted, false after `timeoutMs`. */
-  async waitForJoin(timeoutMs: number): Promise<boolean> {
+  /** Resolves true once a node is waiting to be admitted, false after `timeoutMs` or on `signal`. */
+  async waitForJoin(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     if (this.joined.some((n) => !n.closed)) return true;
+    if (signal?.aborted) return false;
     return new Promise((resolve) => {
-      const timer = Number.isFinite(timeoutMs) ? setTimeout(() => resolve(false), timeoutMs) : null;
-      this.waiters.push(() => {
+      const settle = (joined: boolean) => {
         if (timer) clearTimeout(timer);
-        resolve(true);
-      });
+        signal?.removeEventListener('abort', abort);
+        const i = this.waiters.indexOf(wake);
+        if (i >= 0) this.waiters.splice(i, 1);
+        resolve(joined);
+      };
+      const wake = () => settle(true);
+      const abort = () => settle(false);
+      const timer = Number.isFinite(timeoutMs) ? setTimeout(abort, Math.max(0, timeoutMs)) : null;
+      signal?.addEventListener('abort', abort);
+      this.waiters.push(wake);
     });
   }
 

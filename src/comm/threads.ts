@@ -4,7 +4,7 @@ import type { AdamWMoments, AdamWOptions } from '../math/adamw.js';
 import { gradientPieces, type Piece } from '../math/pieces.js';
 import { addInto, addRows, takeRows, type SparseRows } from '../math/reduce.js';
 import { shardRange } from '../math/shard.js';
-import { maximalSubtrees, treeSplit, type TreeNode } from '../math/tree.js';
+import { maximalSubtrees, treeSum, type TreeNode } from '../math/tree.js';
 import type { BackendChoice, BackendName } from '../model/backend.js';
 import { gradientRegions, type ParamLayout } from '../model/layout.js';
 import { errorMessage } from '../util/errors.js';
@@ -168,24 +168,18 @@ export class ThreadPool {
     const { tokEmb, config } = this.opts.layout;
     const rows = new Map(work.slots.map((w, i) =>
       [w.slot, takeRows(grads.get(w.slot)!.subarray(tokEmb.offset, tokEmb.offset + tokEmb.size), replies[i]!.touchedRows, config.embDim)]));
-    for (const node of subtrees) sink({ kind: 'rows', node, rows: sumRowsOf(rows, node, config.embDim) });
+    const addWide = (a: SparseRows, b: SparseRows) => addRows(a, b, config.embDim);
+    for (const node of subtrees) sink({ kind: 'rows', node, rows: treeSum(node, ([lo, hi]) => (hi - lo === 1 ? rows.get(lo)! : undefined), addWide) });
     return replies.map((r, i) => ({
       slot: work.slots[i]!.slot, sampleLoss: r.sampleLoss, tokens: r.tokens, computeMs: r.computeMs, heapBytes: r.heapBytes, numTensors: r.numTensors,
     }));
   }
 
   /** Adds one region of the subtree's slot gradients in tree order, into the first slot's buffer. */
-  private sumRegion(grads: Map<number, Float32Array>, [lo, hi]: TreeNode, region: number): Float32Array {
+  private sumRegion(grads: Map<number, Float32Array>, node: TreeNode, region: number): Float32Array {
     const [first, last] = this.regions[region]!;
-    const sum = (a: number, b: number): void => {
-      if (b - a === 1) return;
-      const mid = treeSplit(a, b);
-      sum(a, mid);
-      sum(mid, b);
-      addInto(grads.get(a)!.subarray(first, last), grads.get(mid)!.subarray(first, last));
-    };
-    sum(lo, hi);
-    return grads.get(lo)!;
+    treeSum(node, ([lo, hi]) => (hi - lo === 1 ? grads.get(lo)!.subarray(first, last) : undefined), addInto);
+    return grads.get(node[0])!;
   }
 
   /** Summed token loss of every sample of each slot, dropout off. */
@@ -216,11 +210,4 @@ export class ThreadPool {
     this.closed = true;
     await this.pool.destroy();
   }
-}
-
-/** The subtree's token-embedding rows, added in tree order. */
-function sumRowsOf(rows: Map<number, SparseRows>, [lo, hi]: TreeNode, width: number): SparseRows {
-  if (hi - lo === 1) return rows.get(lo)!;
-  const mid = treeSplit(lo, hi);
-  return addRows(sumRowsOf(rows, [lo, mid], width), sumRowsOf(rows, [mid, hi], width), width);
 }

@@ -26,10 +26,6 @@ export interface SparseRows {
   values: Float32Array;
 }
 
-export function emptyRows(): SparseRows {
-  return { rows: new Int32Array(0), values: new Float32Array(0) };
-}
-
 /** a + b, rows of both kept; shared rows added. */
 export function addRows(a: SparseRows, b: SparseRows, width: number): SparseRows {
   const rows: number[] = [];

@@ -14,6 +14,9 @@ export interface NativeKernels {
   addInto(target: Float32Array, source: Float32Array): void;
   /** Index of the first NaN or infinity, or -1. */
   firstNonFinite(values: Float32Array): number;
+  toBf16(values: Float32Array, out: Uint16Array): void;
+  fromBf16(values: Uint16Array, out: Float32Array): void;
+  roundToBf16(values: Float32Array): void;
 }
 
 const ADDON = fileURLToPath(new URL('../../../build/Release/gpt_ddp_kernels.node', import.meta.url));

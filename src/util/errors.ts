@@ -3,6 +3,11 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
+/** The user stopped the run (Ctrl-C) while it waited: exit code 130, like a stop between steps. */
+export class Interrupted extends Error {
+  override readonly name = 'Interrupted';
+}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

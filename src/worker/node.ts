@@ -2,13 +2,12 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { WebSocket } from 'ws';
 import { newNonce, proof, proofMatches } from '../comm/auth.js';
-import { PIECE_FLOATS } from '../comm/cluster.js';
 import {
-  controlFrame, decodeFrame, denseFrame, denseValues, FRAME, ProtocolError, rowsFrame, rowsPerFrame, rowValues, splitRows, type TensorHeader,
+  controlFrame, decodeFrame, denseFrame, denseValues, FRAME, maxPayload, PIECE_FLOATS, ProtocolError, RowsAssembler, rowsFrame, rowsPerFrame, splitRows,
+  type TensorHeader,
 } from '../comm/frames.js';
 import { checkSamples, parseCoordinatorMessage } from '../comm/messages.js';
 import { PROTOCOL_VERSION, type CoordinatorMessage, type NodeMessage, type Partial, type WelcomeMessage } from '../comm/protocol.js';
-import { maxPayload } from '../comm/server.js';
 import { ThreadPool } from '../comm/threads.js';
 import { clearRows, putRows, type SparseRows } from '../math/reduce.js';
 import type { BackendChoice } from '../model/backend.js';
@@ -69,7 +68,10 @@ class NodeSession {
   private challenge: Uint8Array | null = null;
   private version = -1;
   private stateGot = new Set<string>();
-  private reduced = { pieces: new Set<number>(), rows: [] as SparseRows[], parts: 0 };
+  /** What has arrived of the step's reduced gradient. */
+  private reduced = { pieces: new Set<number>(), rows: null as RowsAssembler | null, sum: null as SparseRows | null };
+  /** Set as soon as the coordinator's goodbye arrives, even while earlier messages are still handled. */
+  private shutdownReason: string | null = null;
   private computing: Promise<void> = Promise.resolve();
   private queue: Promise<void> = Promise.resolve();
   private lastHeard = Date.now();
@@ -84,16 +86,32 @@ class NodeSession {
     this.faults = new NodeFaults(args.fault);
     ws.on('message', (data: Buffer) => {
       this.lastHeard = Date.now();
+      this.noteShutdown(data);
       this.queue = this.queue.then(() => this.onMessage(data)).catch((err: unknown) => this.fail(err));
     });
     ws.on('ping', () => {
       this.lastHeard = Date.now();
     });
     ws.on('error', (err) => this.exit(1, `cannot reach the coordinator at ${args.connect}: ${err.message}`));
-    ws.on('close', (code, reason) => this.exit(1, `lost the coordinator (connection closed, code ${code}${reason.length ? `: ${reason.toString()}` : ''})`));
+    ws.on('close', (code, reason) => {
+      if (this.shutdownReason !== null) void this.exit(0, `the coordinator ended the run: ${this.shutdownReason}`);
+      else void this.exit(1, `lost the coordinator (connection closed, code ${code}${reason.length ? `: ${reason.toString()}` : ''})`);
+    });
     this.watchdog = setInterval(() => {
       if (Date.now() - this.lastHeard > SILENCE_MS) this.exit(1, `the coordinator has been silent for ${SILENCE_MS / 1000} s`);
     }, 1000);
+  }
+
+  /** Notes a shutdown message before the queue gets to it, so a close right after it is not a loss. */
+  private noteShutdown(data: Buffer): void {
+    if (data[0] !== FRAME.control || data.length > 4096) return;
+    try {
+      const frame = decodeFrame(data);
+      const m = frame.type === FRAME.control ? parseCoordinatorMessage(frame.message) : null;
+      if (m?.kind === 'shutdown') this.shutdownReason = m.reason;
+    } catch {
+      // The queue reports malformed messages.
+    }
   }
 
   private send(message: NodeMessage): void {
@@ -230,9 +248,9 @@ class NodeSession {
       pool.reduced.set(denseValues(h, payload, piece.end - piece.start, wire), piece.start);
       this.reduced.pieces.add(h.d);
     } else if (h.type === FRAME.reducedRows) {
-      if (h.a !== this.version || h.d !== this.reduced.rows.length || h.e === 0 || (this.reduced.parts && h.e !== this.reduced.parts)) throw new ProtocolError('unexpected reduced rows');
-      this.reduced.parts = h.e;
-      this.reduced.rows.push(rowValues(h, payload, model.embDim, model.vocabSize));
+      if (h.a !== this.version) throw new ProtocolError(`reduced rows of step ${h.a} while the weights are of step ${this.version}`);
+      this.reduced.rows ??= new RowsAssembler(model.embDim, model.vocabSize, Math.ceil(model.vocabSize / rowsPerFrame(pieceFloats, model.embDim)));
+      this.reduced.sum = this.reduced.rows.add(h, payload) ?? this.reduced.sum;
     } else {
       throw new ProtocolError(`a coordinator may not send frame type ${h.type}`);
     }
@@ -264,18 +282,19 @@ class NodeSession {
 
   private async onCommit(step: number, gradScale: number, adam: Extract<CoordinatorMessage, { kind: 'commit' }>['adam']): Promise<void> {
     const pool = this.ready();
-    if (step !== this.version || this.reduced.pieces.size !== pool.pieces.length || this.reduced.rows.length !== this.reduced.parts || this.reduced.parts === 0) {
+    const rows = this.reduced.sum;
+    if (step !== this.version || this.reduced.pieces.size !== pool.pieces.length || !rows) {
       throw new ProtocolError(`commit of step ${step} before its reduced gradient (${this.reduced.pieces.size} of ${pool.pieces.length} pieces)`);
     }
     await this.computing;
     const { tokEmb, config } = this.layout!;
     const D = config.embDim;
     const tok = pool.reduced.subarray(tokEmb.offset, tokEmb.offset + tokEmb.size);
-    for (const rows of this.reduced.rows) putRows(tok, rows, D);
+    putRows(tok, rows, D);
     await pool.adamw(step + 1, gradScale, adam);
-    for (const rows of this.reduced.rows) clearRows(tok, rows.rows, D);
+    clearRows(tok, rows.rows, D);
     pool.release();
-    this.reduced = { pieces: new Set(), rows: [], parts: 0 };
+    this.reduced = { pieces: new Set(), rows: null, sum: null };
     this.version = step + 1;
     pool.publish(this.version);
   }
