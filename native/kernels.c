@@ -12,18 +12,24 @@
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "gpt-ddp native: bad arguments"); return NULL; } } while (0)
 
-/* The elements of a Float32Array argument. */
-static int float_array(napi_env env, napi_value v, float **data, size_t *length) {
+/* The elements of a typed array argument of the given type (a type error otherwise). */
+static int typed_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
   napi_typedarray_type type;
   napi_value buffer;
   size_t offset;
-  void *raw;
-  if (napi_get_typedarray_info(env, v, &type, length, &raw, &buffer, &offset) != napi_ok || type != napi_float32_array) {
-    napi_throw_type_error(env, NULL, "gpt-ddp native: expected a Float32Array");
+  if (napi_get_typedarray_info(env, v, &type, length, data, &buffer, &offset) != napi_ok || type != want) {
+    napi_throw_type_error(env, NULL, want == napi_float32_array ? "gpt-ddp native: expected a Float32Array" : "gpt-ddp native: expected a Uint16Array");
     return 0;
   }
-  *data = (float *)raw;
   return 1;
+}
+
+static int float_array(napi_env env, napi_value v, float **data, size_t *length) {
+  return typed_array(env, v, napi_float32_array, (void **)data, length);
+}
+
+static int u16_array(napi_env env, napi_value v, uint16_t **data, size_t *length) {
+  return typed_array(env, v, napi_uint16_array, (void **)data, length);
 }
 
 /* A number argument; NaN (which every caller refuses or propagates visibly) when it is not one. */
@@ -119,20 +125,6 @@ static napi_value FirstNonFinite(napi_env env, napi_callback_info info) {
 /* The bf16 bits of float32 bits x: round to nearest even; NaN stays a (quiet) NaN. */
 static inline uint16_t bf16_bits(uint32_t x) {
   return (x & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x >> 16) | 0x40u) : (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
-
-/* The elements of a Uint16Array argument. */
-static int u16_array(napi_env env, napi_value v, uint16_t **data, size_t *length) {
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  void *raw;
-  if (napi_get_typedarray_info(env, v, &type, length, &raw, &buffer, &offset) != napi_ok || type != napi_uint16_array) {
-    napi_throw_type_error(env, NULL, "gpt-ddp native: expected a Uint16Array");
-    return 0;
-  }
-  *data = (uint16_t *)raw;
-  return 1;
 }
 
 /* toBf16(values: Float32Array, out: Uint16Array) */
