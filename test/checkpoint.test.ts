@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { flatFromTensors, loadCheckpoint, modelTensors, MODEL_FILE, TRAINER_FILE } from '../src/checkpoint/checkpoint.js';
@@ -12,9 +11,9 @@ import type { EvalRecord, MetricRecord } from '../src/coordinator/metrics.js';
 import { initParams } from '../src/model/init.js';
 import { buildLayout } from '../src/model/layout.js';
 import { UsageError } from '../src/util/errors.js';
-import { CLI, VERDICT } from './helpers.js';
+import { CLI, VERDICT, scratchDir } from './helpers.js';
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'gpt-ddp-ckpt-'));
+const tmp = () => scratchDir('ckpt');
 const quiet = () => {};
 const tinyLayout = () => buildLayout(loadConfig('tiny').model);
 

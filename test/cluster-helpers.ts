@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { EvalRecord, MetricRecord, StepRecord } from '../src/coordinator/metrics.js';
-import { CLI, VERDICT } from './helpers.js';
+import { CLI, VERDICT, scratchDir } from './helpers.js';
 
-export const tmp = (name = 'cluster') => mkdtempSync(join(tmpdir(), `gpt-ddp-${name}-`));
+export const tmp = (name = 'cluster') => scratchDir(name);
 
 /** A CLI process whose output lines are collected as they come. */
 export interface Proc {

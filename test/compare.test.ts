@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { inflateSync } from 'node:zlib';
 import type { CompareReport } from '../src/report/compare-report.js';
 import { readRun } from '../src/report/runs.js';
-import { CLI, VERDICT } from './helpers.js';
+import { CLI, VERDICT, scratchDir } from './helpers.js';
 
 /** Decodes a PNG far enough to prove it is one: chunks, header, and pixel data of the right size. */
 function decodePng(buf: Buffer): { width: number; height: number } {
@@ -39,7 +38,7 @@ function cli(args: string[]) {
 }
 
 test('compare --quick on 1 and 2 workers: every file, coinciding curves, real PNGs, reuse', () => {
-  const out = join(mkdtempSync(join(tmpdir(), 'gpt-ddp-compare-')), 'cmp');
+  const out = join(scratchDir('compare'), 'cmp');
   const r = cli(['compare', '--quick', '--workers', '1,2', '--out', out]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /\[run 1\/2, 1 worker\] starting/);

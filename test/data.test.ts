@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { batchIndices, epochBatches, evalTrainBatches, splitText, WindowDataset } from '../src/data/dataset.js';
 import { decode, encode } from '../src/data/tokenizer.js';
 import { loadVerdict } from '../src/data/verdict.js';
 import { UsageError } from '../src/util/errors.js';
-import { VERDICT } from './helpers.js';
+import { VERDICT, scratchDir } from './helpers.js';
 
 const text = readFileSync(VERDICT, 'utf8');
 
@@ -43,7 +42,7 @@ test('epoch order is a seeded permutation, different per epoch, drop-last', () =
 });
 
 test('data source precedence: --data, then VERDICT_PATH, then cache; offline error names --data', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'gpt-ddp-data-'));
+  const dir = scratchDir('data');
   const [a, b, c] = ['a', 'b', 'c'].map((n) => {
     const p = join(dir, `${n}.txt`);
     writeFileSync(p, `text ${n}`);

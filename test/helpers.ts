@@ -1,9 +1,31 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 /** The shared copy of The Verdict next to the project (CI sets VERDICT_PATH to it too). */
 export const VERDICT = process.env.VERDICT_PATH ?? fileURLToPath(new URL('../../../shared/data/the-verdict.txt', import.meta.url));
 if (!existsSync(VERDICT)) throw new Error(`tests need The Verdict: set VERDICT_PATH (looked at ${VERDICT})`);
+
+const scratch: string[] = [];
+
+function removeScratch(): void {
+  for (const dir of scratch.splice(0)) rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * A new temporary directory, removed after the current test: a tiny run's checkpoint is 38 MB and
+ * CI machines can have little free disk.
+ */
+export function scratchDir(name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `gpt-ddp-${name}-`));
+  scratch.push(dir);
+  return dir;
+}
+
+afterEach(removeScratch);
+process.on('exit', removeScratch);
 
 export const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 

@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runTrain, type TrainArgs, type TrainRun } from '../src/cli/train.js';
 import type { EvalRecord, MetricRecord, StepRecord } from '../src/coordinator/metrics.js';
-import { CLI, maxRelativeDifference, VERDICT } from './helpers.js';
+import { CLI, maxRelativeDifference, VERDICT, scratchDir } from './helpers.js';
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'gpt-ddp-train-'));
+const tmp = () => scratchDir('train');
 const quiet = () => {};
 
 function tiny(extra: Partial<TrainArgs>): Promise<TrainRun> {
