@@ -2,8 +2,9 @@
   "targets": [
     {
       "target_name": "gpt_ddp_kernels",
-      "sources": ["native/kernels.c"],
-      "cflags": ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno", "-std=c11"]
+      "sources": ["native/kernels.c", "native/matmul.c", "native/gemm.c"],
+      "cflags": ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno", "-std=gnu11"],
+      "libraries": ["-ldl", "-lpthread"]
     }
   ]
 }

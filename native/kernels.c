@@ -1,46 +1,32 @@
 /*
- * gpt-ddp's native kernels for the optimizer, the gradient reduction and the bf16 wire format: plain loops the
- * compiler vectorises for the machine it builds on. Every result is bit-identical to the
+ * gpt-ddp's native kernels for the optimizer, the gradient reduction and the bf16 wire format, and
+ * the addon's entry point (matmul.c adds the matrix products). Every result is bit-identical to the
  * JavaScript versions in src/math (same IEEE double and float operations in the same order;
  * built with -ffp-contract=off so no multiply-add is fused), so nodes with and without this
  * addon mirror each other exactly.
  */
-#include <math.h>
-#include <node_api.h>
 #include <stdint.h>
 #include <string.h>
+#include "napi-util.h"
 
-#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "gpt-ddp native: bad arguments"); return NULL; } } while (0)
-
-/* The elements of a typed array argument of the given type (a type error otherwise). */
-static int typed_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  if (napi_get_typedarray_info(env, v, &type, length, data, &buffer, &offset) != napi_ok || type != want) {
-    napi_throw_type_error(env, NULL, want == napi_float32_array ? "gpt-ddp native: expected a Float32Array" : "gpt-ddp native: expected a Uint16Array");
-    return 0;
-  }
-  return 1;
-}
-
-static int float_array(napi_env env, napi_value v, float **data, size_t *length) {
+static inline int float_array(napi_env env, napi_value v, float **data, size_t *length) {
   return typed_array(env, v, napi_float32_array, (void **)data, length);
 }
 
-static int u16_array(napi_env env, napi_value v, uint16_t **data, size_t *length) {
+static inline int u16_array(napi_env env, napi_value v, uint16_t **data, size_t *length) {
   return typed_array(env, v, napi_uint16_array, (void **)data, length);
 }
 
-/* A number argument; NaN (which every caller refuses or propagates visibly) when it is not one. */
-static double number(napi_env env, napi_value v) {
-  double x = 0;
-  if (napi_get_value_double(env, v, &x) != napi_ok) return NAN;
-  return x;
-}
+/* Built without -march=native so the addon runs on any x86-64; the hot loops get clones for wider
+   vector units, picked at load time. -ffp-contract=off keeps every clone's bits the same. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
 
 /* The AdamW loop (restrict: the four arrays never overlap, so it vectorises). */
-static void adamw_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t start, size_t end,
+VECTOR_CLONES static void adamw_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t start, size_t end,
                         double decay, double stepSize, double bc2Sqrt, double oneMinusB1, double beta2, double oneMinusB2, double eps, double gradScale) {
   for (size_t i = start; i < end; i++) {
     const double gi = (double)g[i] * gradScale;
@@ -54,13 +40,8 @@ static void adamw_range(float *restrict p, const float *restrict g, float *restr
 
 /* adamw(params, grad, m, v, start, end, decay, stepSize, bc2Sqrt, oneMinusB1, beta2, oneMinusB2, eps, gradScale) */
 static napi_value AdamW(napi_env env, napi_callback_info info) {
-  size_t argc = 14;
   napi_value a[14];
-  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
-  if (argc != 14) {
-    napi_throw_error(env, NULL, "gpt-ddp native: adamw takes 14 arguments");
-    return NULL;
-  }
+  if (!arguments_of(env, info, 14, a, "adamw")) return NULL;
   float *p, *g, *m, *v;
   size_t np, ng, nm, nv;
   if (!float_array(env, a[0], &p, &np) || !float_array(env, a[1], &g, &ng) || !float_array(env, a[2], &m, &nm) || !float_array(env, a[3], &v, &nv)) return NULL;
@@ -74,30 +55,32 @@ static napi_value AdamW(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+VECTOR_CLONES static void add_range(float *restrict t, const float *restrict s, size_t n) {
+  for (size_t i = 0; i < n; i++) t[i] += s[i];
+}
+
 /* addInto(target, source): target[i] += source[i] in float32. */
 static napi_value AddInto(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value a[2];
-  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (!arguments_of(env, info, 2, a, "addInto")) return NULL;
   float *t, *s;
   size_t nt, ns;
-  if (argc != 2 || !float_array(env, a[0], &t, &nt) || !float_array(env, a[1], &s, &ns)) return NULL;
+  if (!float_array(env, a[0], &t, &nt) || !float_array(env, a[1], &s, &ns)) return NULL;
   if (nt != ns) {
     napi_throw_range_error(env, NULL, "gpt-ddp native: addInto lengths differ");
     return NULL;
   }
-  for (size_t i = 0; i < nt; i++) t[i] += s[i];
+  add_range(t, s, nt);
   return NULL;
 }
 
 /* firstNonFinite(values): the index of the first NaN or infinity, or -1. */
 static napi_value FirstNonFinite(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value a[1];
-  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (!arguments_of(env, info, 1, a, "firstNonFinite")) return NULL;
   float *x;
   size_t n;
-  if (argc != 1 || !float_array(env, a[0], &x, &n)) return NULL;
+  if (!float_array(env, a[0], &x, &n)) return NULL;
   double found = -1;
   const size_t block = 4096;
   for (size_t b = 0; b < n && found < 0; b += block) {
@@ -129,13 +112,12 @@ static inline uint16_t bf16_bits(uint32_t x) {
 
 /* toBf16(values: Float32Array, out: Uint16Array) */
 static napi_value ToBf16(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value a[2];
-  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (!arguments_of(env, info, 2, a, "toBf16")) return NULL;
   float *x;
   uint16_t *out;
   size_t n, no;
-  if (argc != 2 || !float_array(env, a[0], &x, &n) || !u16_array(env, a[1], &out, &no)) return NULL;
+  if (!float_array(env, a[0], &x, &n) || !u16_array(env, a[1], &out, &no)) return NULL;
   if (n != no) {
     napi_throw_range_error(env, NULL, "gpt-ddp native: toBf16 lengths differ");
     return NULL;
@@ -150,13 +132,12 @@ static napi_value ToBf16(napi_env env, napi_callback_info info) {
 
 /* fromBf16(values: Uint16Array, out: Float32Array) */
 static napi_value FromBf16(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value a[2];
-  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (!arguments_of(env, info, 2, a, "fromBf16")) return NULL;
   uint16_t *h;
   float *out;
   size_t n, no;
-  if (argc != 2 || !u16_array(env, a[0], &h, &n) || !float_array(env, a[1], &out, &no)) return NULL;
+  if (!u16_array(env, a[0], &h, &n) || !float_array(env, a[1], &out, &no)) return NULL;
   if (n != no) {
     napi_throw_range_error(env, NULL, "gpt-ddp native: fromBf16 lengths differ");
     return NULL;
@@ -170,12 +151,11 @@ static napi_value FromBf16(napi_env env, napi_callback_info info) {
 
 /* roundToBf16(values: Float32Array): each value rounded to bfloat16, in place. */
 static napi_value RoundToBf16(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value a[1];
-  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (!arguments_of(env, info, 1, a, "roundToBf16")) return NULL;
   float *x;
   size_t n;
-  if (argc != 1 || !float_array(env, a[0], &x, &n)) return NULL;
+  if (!float_array(env, a[0], &x, &n)) return NULL;
   for (size_t i = 0; i < n; i++) {
     uint32_t bits;
     memcpy(&bits, &x[i], 4);
@@ -186,14 +166,10 @@ static napi_value RoundToBf16(napi_env env, napi_callback_info info) {
 }
 
 NAPI_MODULE_INIT() {
-  const struct { const char *name; napi_callback fn; } fns[] = {
+  static const exported_function fns[] = {
     { "adamw", AdamW }, { "addInto", AddInto }, { "firstNonFinite", FirstNonFinite },
     { "toBf16", ToBf16 }, { "fromBf16", FromBf16 }, { "roundToBf16", RoundToBf16 },
   };
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok) return NULL;
-    if (napi_set_named_property(env, exports, fns[i].name, f) != napi_ok) return NULL;
-  }
+  if (!export_functions(env, exports, fns, sizeof fns / sizeof fns[0]) || !export_matmul(env, exports)) return NULL;
   return exports;
 }

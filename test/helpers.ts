@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { availableProviders } from '../src/model/provider.js';
 
 /** The shared copy of The Verdict next to the project (CI sets VERDICT_PATH to it too). */
 export const VERDICT = process.env.VERDICT_PATH ?? fileURLToPath(new URL('../../../shared/data/the-verdict.txt', import.meta.url));
@@ -40,3 +41,7 @@ export function maxRelativeDifference(a: ArrayLike<number>, b: ArrayLike<number>
   }
   return diff / scale;
 }
+
+
+/** The matmul providers this machine can run. */
+export const PROVIDERS = availableProviders();

@@ -3,6 +3,7 @@ import { before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { loadConfig } from '../src/cli/common.js';
 import { initBackend } from '../src/model/backend.js';
+import { installKernels, type ProviderChoice } from '../src/model/provider.js';
 import type { DropoutPlan } from '../src/model/dropout.js';
 import { generate, nextTokenLogits } from '../src/model/generate.js';
 import { argmax, pickToken } from '../src/model/sampling.js';
@@ -14,10 +15,10 @@ import { gelu, geluBackward, layerNorm, layerNormBackward, matmulBackward } from
 import { sampleLosses } from '../src/model/inference.js';
 import { forwardBackward, type LocalBatch } from '../src/model/step.js';
 import { Rng } from '../src/util/rng.js';
-import { maxRelativeDifference } from './helpers.js';
+import { maxRelativeDifference, PROVIDERS } from './helpers.js';
 
 before(async () => {
-  await initBackend('wasm');
+  await initBackend('wasm', 'wasm');
 });
 
 function randn(shape: number[], seed: number): tf.Tensor {
@@ -90,7 +91,19 @@ test('hand-written backward passes match tfjs autodiff of the plain formulas', (
   });
 });
 
-test("a block's hand-written backward matches tfjs autodiff of its forward (dropout on)", () => {
+/** Runs a test body with the provider's matmul in place, then puts wasm's back. */
+function withProvider(provider: ProviderChoice, body: () => void): () => void {
+  return () => {
+    installKernels(provider);
+    try {
+      body();
+    } finally {
+      installKernels('wasm');
+    }
+  };
+}
+
+for (const provider of PROVIDERS) test(`${provider}: a block's hand-written backward matches tfjs autodiff of its forward (dropout on)`, withProvider(provider, () => {
   const { layout, flat } = tinySetup();
   const m = uploadWeights(layout, flat);
   const s = { batch: 2, time: 8, heads: 2 };
@@ -116,7 +129,7 @@ test("a block's hand-written backward matches tfjs autodiff of its forward (drop
     });
   });
   disposeWeights(m);
-});
+}));
 
 function tinySetup() {
   const model = { ...loadConfig('tiny').model, contextLength: 8, embDim: 16, nHeads: 2, nLayers: 2 };
@@ -128,8 +141,8 @@ function tinySetup() {
   return { layout, flat, batch };
 }
 
-for (const rate of [0, 0.3]) {
-  test(`block-wise backward matches finite differences on every parameter (dropout ${rate})`, () => {
+for (const [provider, rate] of PROVIDERS.flatMap((p) => [[p, 0], [p, 0.3]] as const)) {
+  test(`${provider}: block-wise backward matches finite differences on every parameter (dropout ${rate})`, withProvider(provider, () => {
     const { layout, flat, batch } = tinySetup();
     const plan: DropoutPlan | null = rate > 0 ? { rate, seed: 3, step: 2, sampleIds: batch.sampleIds } : null;
     const lossAt = (w: Float32Array): number => {
@@ -166,7 +179,7 @@ for (const rate of [0, 0.3]) {
       assert.ok(err < 0.02, `${spec.name}: numeric ${numeric}, analytic ${analytic}`);
     }
     assert.deepEqual(result.touchedRows, [...new Set([...batch.inputs[0]!, ...batch.inputs[1]!])].sort((a, b) => a - b));
-  });
+  }));
 }
 
 test('greedy generation with the key-value cache equals the argmax of full forwards, past the context length', () => {

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import { TRAINER_FILE } from '../checkpoint/checkpoint.js';
 import type { BackendChoice } from '../model/backend.js';
+import type { KernelChoice } from '../model/provider.js';
 import { writeCompareReport, type CompareReport } from '../report/compare-report.js';
 import { readRun, type RunData } from '../report/runs.js';
 import { UsageError } from '../util/errors.js';
@@ -16,6 +17,8 @@ export interface CompareArgs {
   out?: string;
   data?: string;
   backend: BackendChoice;
+  /** Matmul provider (default auto). */
+  kernels?: KernelChoice;
   targetLoss: number;
   force: boolean;
   quick: boolean;
@@ -54,7 +57,7 @@ export async function runCompare(args: CompareArgs, log: (line: string) => void)
       say(`reusing the finished run in ${dir}`);
     } else if (existsSync(join(dir, TRAINER_FILE)) && existsSync(settingsPath)) {
       say(`resuming ${dir}`);
-      await runTrain({ resume: dir, workers, epochs, maxSteps: args.maxSteps, data: args.data, backend: args.backend }, say);
+      await runTrain({ resume: dir, workers, epochs, maxSteps: args.maxSteps, data: args.data, backend: args.backend, kernels: args.kernels }, say);
     } else {
       if (existsSync(dir) && readdirSync(dir).length > 0 && !existsSync(settingsPath)) {
         throw new UsageError(`${dir} exists but was not made by compare; pass --force to replace it, or another --out`);
@@ -63,7 +66,7 @@ export async function runCompare(args: CompareArgs, log: (line: string) => void)
       mkdirSync(dir, { recursive: true });
       writeFileSync(settingsPath, settings);
       say('starting');
-      await runTrain({ config, out: dir, workers, epochs, maxSteps: args.maxSteps, data: args.data, backend: args.backend }, say);
+      await runTrain({ config, out: dir, workers, epochs, maxSteps: args.maxSteps, data: args.data, backend: args.backend, kernels: args.kernels }, say);
     }
     runs.push(readRun(dir));
   }

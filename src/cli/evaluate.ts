@@ -3,6 +3,7 @@ import { meanBatchLosses } from '../coordinator/evaluate.js';
 import { evalTrainBatches, orderedBatches } from '../data/dataset.js';
 import { loadVerdict } from '../data/verdict.js';
 import type { BackendChoice } from '../model/backend.js';
+import type { KernelChoice } from '../model/provider.js';
 import { loadModelArg } from './checkpoint-args.js';
 import { prepareData } from './common.js';
 
@@ -13,6 +14,8 @@ export interface EvaluateArgs {
   batches?: number;
   workers: number;
   backend: BackendChoice;
+  /** Matmul provider (default auto). */
+  kernels?: KernelChoice;
 }
 
 /**
@@ -24,7 +27,7 @@ export async function evaluateCheckpoint(args: EvaluateArgs): Promise<Record<str
   const tc = model.config.training;
   const data = prepareData((await loadVerdict(args.data)).text, model.config);
   const batches = args.batches ?? tc.evalIter;
-  const group = new Cluster({ layout: model.layout, backend: args.backend, localWorkers: args.workers, maxSlots: args.workers });
+  const group = new Cluster({ layout: model.layout, backend: args.backend, kernels: args.kernels ?? 'auto', localWorkers: args.workers, maxSlots: args.workers });
   try {
     await group.start({ weights: model.weights, version: 0 });
     const trainBatches = evalTrainBatches(data.train.size, tc.batchSize, tc.seed, Math.max(0, model.step - 1), batches);

@@ -1,5 +1,6 @@
 import { decode, encode } from '../data/tokenizer.js';
 import { initBackend, type BackendChoice } from '../model/backend.js';
+import type { KernelChoice } from '../model/provider.js';
 import { generate } from '../model/generate.js';
 import { disposeWeights, uploadWeights } from '../model/gpt.js';
 import { pickToken } from '../model/sampling.js';
@@ -16,13 +17,15 @@ export interface GenerateArgs {
   topK: number;
   seed: number;
   backend: BackendChoice;
+  /** Matmul provider (default auto). */
+  kernels?: KernelChoice;
 }
 
 /** Prompt plus continuation: greedy at temperature 0, else temperature and top-k sampling. */
 export async function generateText(args: GenerateArgs): Promise<string> {
   if (args.prompt.length === 0) throw new UsageError('--prompt must not be empty');
   const model = loadModelArg(args.checkpoint, args.config);
-  await initBackend(args.backend);
+  await initBackend(args.backend, args.kernels ?? 'auto');
   const m = uploadWeights(model.layout, model.weights);
   try {
     const rng = new Rng(args.seed);

@@ -4,6 +4,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { WorkerError } from '../comm/group.js';
 import { BACKENDS, type BackendChoice } from '../model/backend.js';
+import { KERNEL_CHOICES, type KernelChoice } from '../model/provider.js';
 import { errorMessage, Interrupted, UsageError } from '../util/errors.js';
 import { reportTable } from '../report/compare-report.js';
 import { runCompare, runReport } from './compare.js';
@@ -31,6 +32,10 @@ const dataOptions = {
 const runtimeOptions = {
   workers: { type: 'number', default: availableParallelism(), describe: 'worker threads', coerce: positiveInt('workers') },
   backend: { choices: BACKENDS, default: 'auto' as BackendChoice, describe: 'tfjs backend: auto takes tensorflow (tfjs-node) if installed, else wasm' },
+  kernels: {
+    choices: KERNEL_CHOICES, default: 'auto' as KernelChoice,
+    describe: 'matrix products on wasm: blas (a system CBLAS such as OpenBLAS), native (our AVX-512/AVX2 GEMM), wasm (XNNPACK); auto: blas, else native, else wasm',
+  },
 } as const;
 
 const checkpointOption = {
@@ -41,6 +46,7 @@ function trainOptions(y: Argv) {
   return y.options({
     ...dataOptions,
     backend: runtimeOptions.backend,
+    kernels: runtimeOptions.kernels,
     epochs: { type: 'number', describe: 'epochs (overrides the config; may extend a resumed run)', coerce: positiveInt('epochs') },
     'max-steps': { type: 'number', describe: 'stop after this many optimizer steps in all', coerce: positiveInt('max-steps') },
     lr: { type: 'number', describe: 'AdamW learning rate', coerce: positiveNumber('lr') },
@@ -74,7 +80,7 @@ export function buildCli(argv: string[]) {
     .usage('$0 <command> [options]\n\nData-parallel GPT-2 pretraining on TensorFlow.js.')
     .command('train', 'train a GPT on The Verdict with a coordinator and worker threads', trainOptions, async (a) => {
       const run = await runTrain({
-        config: a.config, data: a.data, out: a.out, backend: a.backend, workers: a.workers,
+        config: a.config, data: a.data, out: a.out, backend: a.backend, kernels: a.kernels, workers: a.workers,
         maxSteps: a['max-steps'], epochs: a.epochs, lr: a.lr, weightDecay: a['weight-decay'], batchSize: a['batch-size'],
         seed: a.seed, evalFreq: a['eval-freq'], evalIter: a['eval-iter'], resume: a.resume, initFrom: a['init-from'],
         checkpointEvery: a['checkpoint-every'], fault: a.fault, listen: a.listen, nodes: a.nodes, tokenFile: a['token-file'],
@@ -88,11 +94,12 @@ export function buildCli(argv: string[]) {
       'token-file': { type: 'string', demandOption: true, describe: 'the run\'s token, copied from the coordinator\'s run directory' },
       threads: { type: 'number', default: availableParallelism(), describe: 'worker threads on this machine', coerce: positiveInt('threads') },
       backend: runtimeOptions.backend,
+      kernels: runtimeOptions.kernels,
       ca: { type: 'string', describe: 'PEM certificate to trust for wss:// (e.g. the coordinator\'s self-signed --tls-cert)' },
       fault: { type: 'string', hidden: true },
     }), async (a) => {
       process.exitCode = await runNode({
-        connect: a.connect, token: readTokenFile(a['token-file']), threads: a.threads ?? availableParallelism(), backend: a.backend, ca: a.ca, fault: a.fault,
+        connect: a.connect, token: readTokenFile(a['token-file']), threads: a.threads ?? availableParallelism(), backend: a.backend, kernels: a.kernels, ca: a.ca, fault: a.fault,
       }, log);
     })
     .command('evaluate', 'train and val loss of a checkpoint, as JSON', (y) => y.options({
@@ -100,7 +107,7 @@ export function buildCli(argv: string[]) {
       batches: { type: 'number', describe: 'batches per split (default: the config\'s evalIter)', coerce: positiveInt('batches') },
     }), async (a) => {
       log(JSON.stringify(await evaluateCheckpoint({
-        checkpoint: a.checkpoint, config: a.config, data: a.data, batches: a.batches, workers: a.workers ?? availableParallelism(), backend: a.backend,
+        checkpoint: a.checkpoint, config: a.config, data: a.data, batches: a.batches, workers: a.workers ?? availableParallelism(), backend: a.backend, kernels: a.kernels,
       })));
     })
     .command('generate', 'continue a prompt with a trained model', (y) => y.options({
@@ -112,10 +119,11 @@ export function buildCli(argv: string[]) {
       'top-k': { type: 'number', default: 0, describe: 'sample only among the k most likely tokens (0 = all)', coerce: nonNegativeInt('top-k') },
       seed: { type: 'number', default: 123, describe: 'seed of the sampling', coerce: nonNegativeInt('seed') },
       backend: runtimeOptions.backend,
+      kernels: runtimeOptions.kernels,
     }), async (a) => {
       log(await generateText({
         checkpoint: a.checkpoint, config: a.config, prompt: a.prompt, maxNewTokens: a['max-new-tokens'] ?? 50,
-        temperature: a.temperature ?? 0, topK: a['top-k'] ?? 0, seed: a.seed ?? 123, backend: a.backend,
+        temperature: a.temperature ?? 0, topK: a['top-k'] ?? 0, seed: a.seed ?? 123, backend: a.backend, kernels: a.kernels,
       }));
     })
     .command('compare', 'train the same run with each worker count; plots and a table', (y) => y.options({
@@ -128,10 +136,11 @@ export function buildCli(argv: string[]) {
       force: { type: 'boolean', default: false, describe: 'recompute runs already finished in --out' },
       quick: { type: 'boolean', default: false, describe: 'the tiny config for 3 epochs (about two minutes)' },
       backend: runtimeOptions.backend,
+      kernels: runtimeOptions.kernels,
     }), async (a) => {
       const report = await runCompare({
         workers: parseWorkerList(a.workers ?? '1,2'), config: a.config, epochs: a.epochs, maxSteps: a['max-steps'], out: a.out,
-        data: a.data, backend: a.backend, targetLoss: a['target-loss'] ?? 2, force: a.force ?? false, quick: a.quick ?? false,
+        data: a.data, backend: a.backend, kernels: a.kernels, targetLoss: a['target-loss'] ?? 2, force: a.force ?? false, quick: a.quick ?? false,
       }, log);
       log(reportTable(report));
     })

@@ -7,13 +7,13 @@ import { CONTROL_BYTES, sampleBytes } from '../comm/frames.js';
 import type { MemberEvent, MemberInfo, MemberStep } from '../comm/group.js';
 import type { StepRecord } from '../coordinator/metrics.js';
 import { median } from '../math/stats.js';
-import { kernelStatus } from '../native/kernels.js';
 import { ProgressBar } from '../coordinator/progress.js';
 import { totalSteps, train, START, type Position, type TrainResult } from '../coordinator/trainer.js';
 import type { SplitData } from '../data/dataset.js';
 import { loadVerdict, type TextSource } from '../data/verdict.js';
 import type { AdamWMoments } from '../math/adamw.js';
 import type { BackendChoice } from '../model/backend.js';
+import { resolveKernels, type KernelChoice } from '../model/provider.js';
 import type { RunConfig } from '../model/config.js';
 import { initParams } from '../model/init.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
@@ -28,6 +28,8 @@ export interface TrainArgs extends TrainingOverrides, ListenArgs {
   data?: string;
   out?: string;
   backend: BackendChoice;
+  /** Matmul provider (default auto). */
+  kernels?: KernelChoice;
   /** Worker threads in this process (default: the cores, or 0 with --listen). */
   workers?: number;
   maxSteps?: number;
@@ -65,6 +67,8 @@ interface RunSetup {
 async function setUp(args: TrainArgs): Promise<RunSetup> {
   checkListenArgs(args);
   if (args.workers === 0 && !args.listen) throw new UsageError('--workers 0 needs --listen (remote nodes to do the work)');
+  // A provider that cannot run is refused before anything is created (local workers only).
+  if ((args.workers ?? (args.listen ? 0 : 1)) > 0) resolveKernels(args.kernels ?? 'auto');
   const { epochs, lr, weightDecay, batchSize, seed, evalFreq, evalIter } = args;
   if (args.resume) {
     const fixed = { config: args.config, out: args.out, 'init-from': args.initFrom, lr, 'weight-decay': weightDecay, 'batch-size': batchSize, seed, 'eval-freq': evalFreq, 'eval-iter': evalIter };
@@ -102,7 +106,7 @@ function describeEvent(e: MemberEvent): string {
   const who = `node ${e.member} (${e.host})`;
   switch (e.event) {
     case 'join':
-      return `${who} joined: ${e.threads} thread${e.threads === 1 ? '' : 's'}, backend ${e.backend}, ${e.kernels} kernels; it works from step ${e.step}`;
+      return `${who} joined: ${e.threads} thread${e.threads === 1 ? '' : 's'}, backend ${e.backend}, kernels: ${e.kernels}; it works from step ${e.step}`;
     case 'leave':
       return `${who} left at step ${e.step}: ${e.reason}`;
     case 'lost':
@@ -137,7 +141,7 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
   const server = args.listen ? await startListening(args, layout, outDir, log) : undefined;
   const stop = new AbortController();
   const group = new Cluster({
-    layout, backend: args.backend, localWorkers: args.workers ?? (args.listen ? 0 : availableParallelism()), slots: run.slots, maxSlots: tc.batchSize,
+    layout, backend: args.backend, kernels: args.kernels ?? 'auto', localWorkers: args.workers ?? (args.listen ? 0 : availableParallelism()), slots: run.slots, maxSlots: tc.batchSize,
     server, nodes: args.nodes, wire: args.wire, pieceFloats: args.pieceFloats, waitTimeoutSec: args.waitTimeout,
     checksumEvery: args.checksumEvery, fault: args.fault ?? null, stop: stop.signal,
   });
@@ -161,9 +165,11 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
     starting = false;
     const backends = new Set(group.members().map((m) => m.backend));
     if (backends.size > 1) log(`warning: the workers run different backends (${[...backends].join(', ')}): placements then differ in the last bits`);
+    const kernels = new Set(group.members().map((m) => m.kernels));
+    if (kernels.size > 1) log(`warning: the workers run different kernels (${[...kernels].join('; ')}): placements then differ in the last bits`);
     const stepsPerEpoch = Math.floor(data.train.size / tc.batchSize);
     const total = totalSteps(config, data.train.size, args.maxSteps ?? null);
-    log(`gpt-ddp: ${run.configName}, ${layout.totalSize.toLocaleString('en-US')} parameters, backend ${backend}, ${group.description()}; ${kernelStatus} optimizer kernels`);
+    log(`gpt-ddp: ${run.configName}, ${layout.totalSize.toLocaleString('en-US')} parameters, backend ${backend}, ${group.description()}; kernels: ${[...kernels].join('; ')}`);
     log(`data: ${run.source.origin}: ${data.characters} characters, ${data.trainTokens.length} train / ${data.valTokens.length} val tokens, ` +
       `${stepsPerEpoch} steps of ${tc.batchSize} x ${config.model.contextLength} tokens per epoch, ${tc.epochs} epochs`);
     log(`output: ${outDir}`);

@@ -3,9 +3,9 @@ import type { AdamWMoments } from '../math/adamw.js';
 import { roundToBf16 } from '../math/bf16.js';
 import type { Piece } from '../math/pieces.js';
 import { clearRows, firstNonFinite, putRows, type SparseRows } from '../math/reduce.js';
-import { kernelStatus } from '../native/kernels.js';
 import { errorMessage } from '../util/errors.js';
 import type { BackendChoice } from '../model/backend.js';
+import type { KernelChoice } from '../model/provider.js';
 import type { ParamLayout } from '../model/layout.js';
 import { WorkerError, type MemberEvent, type MemberInfo, type StepReport, type StepRequest, type WorkerGroup } from './group.js';
 import { LocalMember, type Member } from './member.js';
@@ -20,6 +20,7 @@ import { ThreadPool } from './threads.js';
 export interface ClusterOptions {
   layout: ParamLayout;
   backend: BackendChoice;
+  kernels: KernelChoice;
   /** Worker threads in this process (0: nodes only; an optimizer thread is still started). */
   localWorkers: number;
   /** Slots per step. Default: the workers present at start, at most `maxSlots`. */
@@ -71,12 +72,12 @@ export class Cluster implements WorkerGroup {
     const { layout, localWorkers } = opts;
     this.wire = opts.wire ?? 'fp32';
     this.pool = new ThreadPool({
-      threads: Math.max(1, localWorkers), layout, backend: opts.backend, withModel: localWorkers > 0,
+      threads: Math.max(1, localWorkers), layout, backend: opts.backend, kernels: opts.kernels, withModel: localWorkers > 0,
       pieceFloats: opts.pieceFloats ?? PIECE_FLOATS, fault: opts.fault ?? null,
     });
     this.pieces = this.pool.pieces;
     this.local = localWorkers > 0
-      ? new LocalMember({ id: 0, kind: 'local', host: 'local', threads: localWorkers, backend: opts.backend, kernels: kernelStatus }, this.pool)
+      ? new LocalMember({ id: 0, kind: 'local', host: 'local', threads: localWorkers, backend: opts.backend, kernels: opts.kernels }, this.pool)
       : null;
   }
 
@@ -124,7 +125,11 @@ export class Cluster implements WorkerGroup {
     }
     this.pool.publish(state.version);
     this.step = state.version;
-    if (this.local) this.backendName = await this.pool.start();
+    if (this.local) {
+      const started = await this.pool.start();
+      this.backendName = started.backend;
+      this.local.info.kernels = started.kernels;
+    }
     // Without local threads, at least one node must be there to place the slots on.
     const wanted = Math.max(this.opts.nodes ?? 0, this.local ? 0 : 1);
     while (this.nodes.length < wanted) {

@@ -5,6 +5,7 @@
 import type { AdamWOptions } from '../math/adamw.js';
 import type { BackendChoice, BackendName } from '../model/backend.js';
 import type { ModelConfig } from '../model/config.js';
+import type { KernelChoice } from '../model/provider.js';
 import type { Sample } from './protocol.js';
 
 /** What every thread receives once. */
@@ -12,6 +13,7 @@ export interface ThreadSetup {
   /** Null: optimizer-only threads, which never load tfjs. */
   model: ModelConfig | null;
   backend: BackendChoice;
+  kernels: KernelChoice;
   weights: SharedArrayBuffer;
   /** Int32 cell: the version of the weights in `weights`. */
   version: SharedArrayBuffer;
@@ -85,6 +87,8 @@ export interface ReplyStats {
 export interface HelloReply extends ReplyStats {
   kind: 'hello';
   backend: BackendName;
+  /** What runs the products and the optimizer (for the start line). */
+  kernels: string;
 }
 
 export interface TrainReply extends ReplyStats {

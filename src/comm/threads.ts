@@ -6,6 +6,7 @@ import { addInto, addRows, takeRows, type SparseRows } from '../math/reduce.js';
 import { shardRange } from '../math/shard.js';
 import { maximalSubtrees, treeSum, type TreeNode } from '../math/tree.js';
 import type { BackendChoice, BackendName } from '../model/backend.js';
+import { resolveKernels, type KernelChoice } from '../model/provider.js';
 import { gradientRegions, type ParamLayout } from '../model/layout.js';
 import { errorMessage } from '../util/errors.js';
 import { WorkerError } from './group.js';
@@ -24,6 +25,7 @@ export interface PoolOptions {
   threads: number;
   layout: ParamLayout;
   backend: BackendChoice;
+  kernels: KernelChoice;
   /** False: optimizer-only threads, which never load a model (a coordinator without local workers). */
   withModel: boolean;
   /** Floats per piece of streamed gradient. */
@@ -70,9 +72,12 @@ export class ThreadPool {
     this.pieceFloats = opts.pieceFloats;
     this.regions = gradientRegions(layout);
     this.pieces = gradientPieces(this.regions, opts.pieceFloats);
+    // Refuses a provider that cannot run before any thread exists, and loads the system BLAS on
+    // this thread: it reads its environment as it loads.
+    if (opts.withModel) resolveKernels(opts.kernels);
     const bytes = layout.totalSize * Float32Array.BYTES_PER_ELEMENT;
     const setup: ThreadSetup = {
-      model: opts.withModel ? layout.config : null, backend: opts.backend, fault: opts.fault ?? null,
+      model: opts.withModel ? layout.config : null, backend: opts.backend, kernels: opts.kernels, fault: opts.fault ?? null,
       weights: new SharedArrayBuffer(bytes),
       version: new SharedArrayBuffer(4),
       adamM: new SharedArrayBuffer(bytes),
@@ -93,10 +98,10 @@ export class ThreadPool {
     return Atomics.load(this.versionCell, 0);
   }
 
-  /** Starts every thread's replica; returns the backend they run. */
-  async start(): Promise<BackendName> {
+  /** Starts every thread's replica; returns the backend and kernels they run. */
+  async start(): Promise<{ backend: BackendName; kernels: string }> {
     const hellos = await Promise.all(Array.from({ length: this.threads }, (_, k) => this.run({ kind: 'hello' }, `thread ${k}`, 'start-up')));
-    return hellos[0]!.backend;
+    return { backend: hellos[0]!.backend, kernels: hellos[0]!.kernels };
   }
 
   publish(version: number): void {

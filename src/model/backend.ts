@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { UsageError } from '../util/errors.js';
+import { installKernels, type KernelChoice } from './provider.js';
 import { registerWasmKernels } from './wasm-kernels.js';
 
 export const BACKENDS = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -20,9 +21,9 @@ export async function tensorflowAvailable(): Promise<boolean> {
 
 /**
  * Selects and initialises a tfjs backend: `auto` takes tfjs-node when it is installed, else
- * wasm. Returns the name of the backend in use.
+ * wasm; then puts the chosen matmul provider in place. Returns the name of the backend in use.
  */
-export async function initBackend(choice: BackendChoice): Promise<BackendName> {
+export async function initBackend(choice: BackendChoice, kernels: KernelChoice): Promise<BackendName> {
   let name: BackendName;
   if (choice === 'tensorflow' || choice === 'auto') {
     if (await tensorflowAvailable()) {
@@ -41,6 +42,7 @@ export async function initBackend(choice: BackendChoice): Promise<BackendName> {
   }
   if (!(await tf.setBackend(name))) throw new Error(`tfjs backend "${name}" failed to initialise`);
   await tf.ready();
+  installKernels(kernels);
   return name;
 }
 

@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { blockList, type AttentionShape } from './gpt.js';
 import type { BlockParams } from './layout.js';
-import { columnSum, gelu, geluBackward, layerNorm, layerNormBackward, linear, matmulBackward, tidyKeeping, type LayerNormOut } from './ops.js';
+import { columnSum, gelu, geluBackward, layerNorm, layerNormBackward, linear, matmulAT, matmulBackward, matmulBT, tidyKeeping, type LayerNormOut } from './ops.js';
+import { transposesAreFree } from './provider.js';
 
 /** Dropout masks of one block (inverted-dropout scales, 0 where dropped). */
 export interface BlockMasks {
@@ -37,23 +38,37 @@ export function activationFloats(s: AttentionShape, embDim: number): number {
 type T2 = tf.Tensor2D;
 type T1 = tf.Tensor1D;
 
-/** [B*T, D] -> B*H pieces [T, hd] (or [hd, T] when transposed), one per (sample, head). */
-function splitHeads(x: T2, s: AttentionShape, transposed: boolean): T2[] {
-  const { batch: B, time: T, heads: H } = s;
-  const hd = x.shape[1] / H;
-  const t = tf.transpose(tf.reshape(x, [B, T, H, hd]), transposed ? [0, 2, 3, 1] : [0, 2, 1, 3]);
-  return tf.split(tf.reshape(t, transposed ? [B * H * hd, T] : [B * H * T, hd]), B * H, 0) as T2[];
+type T4 = tf.Tensor4D;
+
+/** [B*T, H*hd] -> [B, H, T, hd]. */
+function heads(x: T2, s: AttentionShape): T4 {
+  const { batch: B, heads: H } = s;
+  return tf.transpose(tf.reshape(x, [B, x.shape[0] / B, H, x.shape[1] / H]), [0, 2, 1, 3]);
 }
 
-/** Inverse of splitHeads. */
-function mergeHeads(pieces: T2[], s: AttentionShape, transposed: boolean): T2 {
-  const { batch: B, time: T, heads: H } = s;
-  const hd = transposed ? pieces[0]!.shape[0] : pieces[0]!.shape[1];
-  const stacked = tf.reshape(tf.concat(pieces, 0), transposed ? [B, H, hd, T] : [B, H, T, hd]);
-  return tf.reshape(tf.transpose(stacked, transposed ? [0, 3, 1, 2] : [0, 2, 1, 3]), [B * T, H * hd]) as T2;
+/** Inverse of heads. */
+function mergeHeads(x: T4): T2 {
+  const [B, H, T, hd] = x.shape;
+  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [B * T, H * hd]);
 }
 
-const pairwise = (a: T2[], b: T2[]): T2[] => a.map((ai, i) => tf.matMul(ai, b[i]!));
+/** [B*H*T, Tk] (one row per query of each sample and head) <-> [B, H, T, Tk]. */
+const perHead = (x: T2, s: AttentionShape): T4 => tf.reshape(x, [s.batch, s.heads, x.shape[0] / (s.batch * s.heads), x.shape[1]]);
+const stacked = (x: T4): T2 => tf.reshape(x, [x.shape[0] * x.shape[1] * x.shape[2], x.shape[3]]);
+
+/**
+ * op(a) op(b) for every (sample, head): one batched product on the native providers; on wasm,
+ * whose batched kernel is ~10x slower than its 2-D one at these sizes, one 2-D product per head.
+ */
+function headProducts(a: T4, b: T4, transposeA: boolean, transposeB: boolean): T4 {
+  if (transposesAreFree()) return tf.matMul(a, b, transposeA, transposeB);
+  const [B, H] = a.shape;
+  const pieces = (x: T4, t: boolean) => tf.split(tf.reshape(x, [B * H * x.shape[2], x.shape[3]]), B * H, 0).map((p) => (t ? tf.transpose(p) : p));
+  const bs = pieces(b, transposeB);
+  const products = pieces(a, transposeA).map((ai, i) => tf.matMul(ai, bs[i]!));
+  return tf.reshape(tf.concat(products, 0), [B, H, products[0]!.shape[0]!, products[0]!.shape[1]!]);
+}
+
 const maybeMask = (x: T2, mask: T2 | undefined): T2 => (mask ? (tf.mul(x, mask) as T2) : x);
 
 /**
@@ -73,12 +88,10 @@ function forward(
   // With cached keys and values (one sequence), the queries attend the past positions too.
   const k = past ? (tf.concat([past.k, newK], 0) as T2) : newK;
   const v = past ? (tf.concat([past.v, newV], 0) as T2) : newV;
-  const keyShape = { ...s, time: k.shape[0] / s.batch };
-  const scores = tf.concat(pairwise(splitHeads(q, s, false), splitHeads(k, keyShape, true)), 0);
+  const scores = stacked(headProducts(heads(q, s), heads(k, s), false, true));
   const attn = tf.softmax(tf.add(scores, bias)) as T2;
   const dropped = maybeMask(attn, masks?.attention);
-  const ctx = pairwise(tf.split(dropped, s.batch * s.heads, 0) as T2[], splitHeads(v, keyShape, false));
-  const merged = mergeHeads(ctx, s, false);
+  const merged = mergeHeads(headProducts(perHead(dropped, s), heads(v, s), false, false));
   const x1 = tf.add(x, maybeMask(linear(merged, p.wOut as T2, p.bOut as T1), masks?.attnShortcut)) as T2;
   const ln2 = layerNorm(x1, p.norm2Scale as T1, p.norm2Shift as T1);
   const h2 = ln2.y;
@@ -144,26 +157,22 @@ export function blockBackward(
     // Attention branch.
     const dOut = maybeMask(dx1, masks?.attnShortcut);
     const [dMerged, wOut] = matmulBackward(dOut, a.merged, p.wOut as T2);
-    const dropped = maybeMask(a.attn, masks?.attention);
-    const pieces = s.batch * s.heads;
-    // ctx_i = W_i v_i:  dW_i = dctx_i v_i^T,  dv_i^T = dctx_i^T W_i
-    const dvT = pairwise(splitHeads(dMerged, s, true), tf.split(dropped, pieces, 0) as T2[]);
-    const dDropped = tf.concat(pairwise(splitHeads(dMerged, s, false), splitHeads(a.v, s, true)), 0);
-    const dAttn = maybeMask(dDropped, masks?.attention);
+    const dropped = perHead(maybeMask(a.attn, masks?.attention), s);
+    const dCtx = heads(dMerged, s);
+    // ctx = W v:  dW = dctx v^T,  dv = W^T dctx
+    const v4 = heads(a.v, s);
+    const dv = mergeHeads(headProducts(dropped, dCtx, true, false));
+    const dAttn = maybeMask(stacked(headProducts(dCtx, v4, false, true)), masks?.attention);
     // softmax backward: dS = W * (dW - rowsum(dW * W))
-    const dScores = tf.split(tf.mul(a.attn, tf.sub(dAttn, tf.sum(tf.mul(dAttn, a.attn), -1, true))), pieces, 0) as T2[];
-    // S_i = q_i k_i^T:  dq_i = dS_i k_i,  dk_i^T = q_i^T dS_i
-    const dq = tf.mul(mergeHeads(pairwise(dScores, splitHeads(a.k, s, false)), s, false), 1 / Math.sqrt(hd)) as T2;
-    const dk = mergeHeads(pairwise(splitHeads(a.q, s, true), dScores), s, true);
-    const dv = mergeHeads(dvT, s, true);
-    const h1T = tf.transpose(a.h1);
-    const dh1 = tf.addN([
-      tf.matMul(dq, tf.transpose(p.wQuery as T2)), tf.matMul(dk, tf.transpose(p.wKey as T2)), tf.matMul(dv, tf.transpose(p.wValue as T2)),
-    ]) as T2;
+    const dScores = perHead(tf.mul(a.attn, tf.sub(dAttn, tf.sum(tf.mul(dAttn, a.attn), -1, true))) as T2, s);
+    // S = q k^T:  dq = dS k,  dk = dS^T q
+    const dq = tf.mul(mergeHeads(headProducts(dScores, heads(a.k, s), false, false)), 1 / Math.sqrt(hd)) as T2;
+    const dk = mergeHeads(headProducts(dScores, heads(a.q, s), true, false));
+    const dh1 = tf.addN([matmulBT(dq, p.wQuery as T2), matmulBT(dk, p.wKey as T2), matmulBT(dv, p.wValue as T2)]) as T2;
     const [dxNorm, norm1Scale, norm1Shift] = layerNormBackward(dh1, a.ln1, p.norm1Scale as T1);
     const grads: BlockParams<tf.Tensor> = {
       norm1Scale, norm1Shift,
-      wQuery: tf.matMul(h1T, dq), wKey: tf.matMul(h1T, dk), wValue: tf.matMul(h1T, dv),
+      wQuery: matmulAT(a.h1, dq), wKey: matmulAT(a.h1, dk), wValue: matmulAT(a.h1, dv),
       bQuery: biasGrad(dq, p.bQuery), bKey: biasGrad(dk, p.bKey), bValue: biasGrad(dv, p.bValue),
       wOut, bOut: columnSum(dOut), norm2Scale, norm2Shift, wFf1, bFf1: columnSum(du), wFf2, bFf2: columnSum(df),
     };

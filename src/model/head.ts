@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { floatValues } from './backend.js';
 import type { ModelTensors } from './gpt.js';
+import { matmulAT, matmulBT } from './ops.js';
 
 
 export interface HeadResult {
@@ -48,7 +49,6 @@ export function headLoss(h: tf.Tensor2D, m: ModelTensors, targets: Int32Array, w
     return { rowLoss, dh: null, dHead: null };
   }
 
-  const hT = tf.transpose(h);
   let dhT: tf.Tensor2D | null = null;
   const dHead = m.head.map((w, b) => {
     const start = m.headStarts[b]!;
@@ -62,7 +62,7 @@ export function headLoss(h: tf.Tensor2D, m: ModelTensors, targets: Int32Array, w
       // softmax over the whole vocabulary = block softmax * exp(lse_block - lse)
       const p = tf.mul(probs[b]!, tf.exp(tf.sub(lseParts[b]!, lse)));
       const d = tf.sub(p, tf.oneHot(tf.tensor1d(local, 'int32'), width)) as tf.Tensor2D;
-      return [tf.matMul(hT, d), tf.matMul(w, tf.transpose(d))];
+      return [matmulAT(h, d), matmulBT(w, d)];
     });
     probs[b]!.dispose();
     if (dhT) {
@@ -75,6 +75,6 @@ export function headLoss(h: tf.Tensor2D, m: ModelTensors, targets: Int32Array, w
     return dW;
   });
   const dh = tf.transpose(dhT!);
-  tf.dispose([hT, dhT!, lse, ...lseParts]);
+  tf.dispose([dhT!, lse, ...lseParts]);
   return { rowLoss, dh, dHead };
 }

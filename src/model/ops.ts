@@ -1,14 +1,25 @@
 import * as tf from '@tensorflow/tfjs';
+import { transposesAreFree } from './provider.js';
 
 /**
- * Forward and hand-written backward of the model's layers. The backward passes transpose
- * explicitly and then run plain matmuls (the wasm kernel is 13x slower when asked for a
- * transposed operand), and keep the element-wise chains short.
+ * Forward and hand-written backward of the model's layers. Products with a transposed operand go
+ * through matmulAT/matmulBT: free with the native providers, an explicit transpose first on wasm
+ * (its kernel is ~13x slower when asked for a transposed operand).
  */
+
+/** a^T b. */
+export function matmulAT(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  return transposesAreFree() ? tf.matMul(a, b, true, false) : tf.matMul(tf.transpose(a), b);
+}
+
+/** a b^T. */
+export function matmulBT(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  return transposesAreFree() ? tf.matMul(a, b, false, true) : tf.matMul(a, tf.transpose(b));
+}
 
 /** dL/dx and dL/dw of y = x @ w. */
 export function matmulBackward(dy: tf.Tensor2D, x: tf.Tensor2D, w: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] {
-  return [tf.matMul(dy, tf.transpose(w)), tf.matMul(tf.transpose(x), dy)];
+  return [matmulBT(dy, w), matmulAT(x, dy)];
 }
 
 /** Sum over the rows of [N, D], as a [1, N] x [N, D] matmul: wasm's axis-0 reduction is ~10x slower. */

@@ -17,6 +17,19 @@ export interface NativeKernels {
   toBf16(values: Float32Array, out: Uint16Array): void;
   fromBf16(values: Uint16Array, out: Float32Array): void;
   roundToBf16(values: Float32Array): void;
+  /**
+   * For each of `batch` products, C_i = op(A_i) op(B_i) ([m x k] by [k x n], row-major float32) at
+   * byte offsets into `buffer`, in place; A_i starts aStride floats after A_{i-1} (0: one A for all),
+   * alike B_i; the C_i are contiguous. Through the loaded CBLAS when useBlas, else our own GEMM.
+   */
+  matmul(
+    buffer: ArrayBuffer, aOffset: number, bOffset: number, cOffset: number, batch: number, m: number, n: number, k: number,
+    transposeA: boolean, transposeB: boolean, aStride: number, bStride: number, useBlas: boolean,
+  ): void;
+  /** Loads a system CBLAS once per process (GPT_DDP_BLAS names one): what was loaded, or why nothing was. */
+  loadBlas(): { loaded: boolean; description: string };
+  /** The instruction set our own GEMM runs with: avx512, avx2 or generic. */
+  gemmIsa(): string;
 }
 
 const ADDON = fileURLToPath(new URL('../../../build/Release/gpt_ddp_kernels.node', import.meta.url));

@@ -11,8 +11,8 @@ import { PROTOCOL_VERSION, type CoordinatorMessage, type NodeMessage, type Parti
 import { ThreadPool } from '../comm/threads.js';
 import { clearRows, putRows, type SparseRows } from '../math/reduce.js';
 import type { BackendChoice } from '../model/backend.js';
+import type { KernelChoice } from '../model/provider.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
-import { kernelStatus } from '../native/kernels.js';
 import { errorMessage, UsageError } from '../util/errors.js';
 import { NodeFaults } from './node-faults.js';
 
@@ -21,6 +21,7 @@ export interface NodeArgs {
   token: string;
   threads: number;
   backend: BackendChoice;
+  kernels: KernelChoice;
   /** PEM certificate(s) to trust for wss:// (e.g. the coordinator's self-signed one). */
   ca?: string;
   /** Test hook (see node-faults.ts). */
@@ -61,7 +62,7 @@ export async function runNode(args: NodeArgs, log: (line: string) => void): Prom
 
 class NodeSession {
   private pool: ThreadPool | null = null;
-  private poolReady: Promise<string> | null = null;
+  private poolReady: Promise<{ backend: string; kernels: string }> | null = null;
   private welcome: WelcomeMessage | null = null;
   private layout: ParamLayout | null = null;
   private nonce = newNonce();
@@ -210,7 +211,7 @@ class NodeSession {
     this.welcome = m;
     const layout = buildLayout(m.model);
     this.layout = layout;
-    this.pool = new ThreadPool({ threads: this.args.threads, layout, backend: this.args.backend, withModel: true, pieceFloats: m.pieceFloats });
+    this.pool = new ThreadPool({ threads: this.args.threads, layout, backend: this.args.backend, kernels: this.args.kernels, withModel: true, pieceFloats: m.pieceFloats });
     this.poolReady = this.pool.start();
     this.poolReady.catch(() => {});
     this.log(`joined ${this.args.connect} as node ${m.member}: ${layout.totalSize.toLocaleString('en-US')}-parameter model, ${this.args.threads} thread${this.args.threads === 1 ? '' : 's'}, ${m.wire} gradients; loading the weights`);
@@ -226,10 +227,10 @@ class NodeSession {
     if (!pool || version !== this.version) throw new ProtocolError('state-end without its state');
     const pieces = Math.ceil(pool.weights.length / this.welcome!.pieceFloats);
     if (this.stateGot.size !== 3 * pieces) throw new ProtocolError(`state-end after ${this.stateGot.size} of ${3 * pieces} state frames`);
-    const backend = await this.poolReady!;
+    const { backend, kernels } = await this.poolReady!;
     pool.publish(version);
-    this.send({ kind: 'ready', version, backend, kernels: kernelStatus });
-    this.log(`weights of step ${version} loaded; backend ${backend}; training`);
+    this.send({ kind: 'ready', version, backend, kernels });
+    this.log(`weights of step ${version} loaded; backend ${backend}, kernels: ${kernels}; training`);
   }
 
   private onTensor(h: TensorHeader, payload: Buffer): void {

@@ -6,6 +6,7 @@ import type { Sample } from '../comm/protocol.js';
 import { initBackend, wasmHeapBytes, type BackendChoice, type BackendName } from '../model/backend.js';
 import type { ModelConfig } from '../model/config.js';
 import { generate } from '../model/generate.js';
+import { kernelSummary, type KernelChoice } from '../model/provider.js';
 import { argmax } from '../model/sampling.js';
 import { disposeWeights, uploadWeights, type ModelTensors } from '../model/gpt.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
@@ -45,12 +46,12 @@ export class Replica {
 
   private constructor(readonly layout: ParamLayout, readonly backend: BackendName, private readonly store: WeightStore) {}
 
-  static async create(model: ModelConfig, backend: BackendChoice, store: WeightStore): Promise<Replica> {
-    return new Replica(buildLayout(model), await initBackend(backend), store);
+  static async create(model: ModelConfig, backend: BackendChoice, kernels: KernelChoice, store: WeightStore): Promise<Replica> {
+    return new Replica(buildLayout(model), await initBackend(backend, kernels), store);
   }
 
   hello(): ReplyBody<HelloReply> {
-    return { kind: 'hello', backend: this.backend };
+    return { kind: 'hello', backend: this.backend, kernels: kernelSummary() };
   }
 
   private weightsFor(version: number): ModelTensors {

@@ -15,7 +15,7 @@ let replica: Promise<Replica> | null = null;
 
 function model(): Promise<Replica> {
   if (!setup.model) throw new Error('this pool has no model (optimizer threads only)');
-  replica ??= Replica.create(setup.model, setup.backend, { weights, version: () => Atomics.load(version, 0) });
+  replica ??= Replica.create(setup.model, setup.backend, setup.kernels, { weights, version: () => Atomics.load(version, 0) });
   return replica;
 }
 
