@@ -2,6 +2,7 @@
  * verify:torch, part 1: a small model's initial weights (model.safetensors in the reference
  * PyTorch names), a fixed batch, our mean loss for 3 AdamW steps on it (dropout off), our first
  * gradient and the weights after the 3 steps, written to DIR for verify/torch_crosscheck.py.
+ * Usage: torch-export.js DIR [wasm|native|blas] (the matmul provider; default wasm).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,11 +13,14 @@ import { initBackend } from '../src/model/backend.js';
 import { disposeWeights, uploadWeights } from '../src/model/gpt.js';
 import { initParams } from '../src/model/init.js';
 import { buildLayout } from '../src/model/layout.js';
+import { matmulProvider, type ProviderChoice } from '../src/model/provider.js';
 import { forwardBackward } from '../src/model/step.js';
 
 const dir = process.argv[2] ?? 'verify-out';
 mkdirSync(dir, { recursive: true });
-await initBackend('wasm');
+const provider = (process.argv[3] ?? 'wasm') as ProviderChoice;
+await initBackend('wasm', provider);
+console.log(`verify:torch with the ${provider} matmul provider (${matmulProvider().description})`);
 const model = { vocabSize: 50257, contextLength: 32, embDim: 64, nHeads: 4, nLayers: 2, dropRate: 0, qkvBias: false };
 const layout = buildLayout(model);
 const weights = initParams(layout, 11);
