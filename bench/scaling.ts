@@ -3,7 +3,7 @@
  * 1 and 2 worker threads (or --workers 1,2,4), measured one after the other in this run, and the
  * speedup. Usage: npm run bench:scaling -- [--workers 1,2] [--steps 5] [--config C] [--data PATH]
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,6 +32,7 @@ for (const workers of args.workers!.split(',').map(Number)) {
   }, (line) => process.stderr.write(`  ${line}\n`));
   const records = run.metrics.of('step').slice(1);
   const med = (f: (r: (typeof records)[number]) => number) => median(records.map(f));
+  rmSync(join(dir, `w${workers}`), { recursive: true, force: true }); // a 124M checkpoint is 2 GB
   rows.push({
     workers, step: med((r) => r.stepSec), compute: med((r) => r.computeSec), wait: med((r) => r.waitSec),
     reduce: med((r) => r.reduceSec), optimizer: med((r) => r.optimizerSec),
@@ -47,3 +48,4 @@ for (const r of rows) {
   console.log(`| ${r.workers} | ${r.step.toFixed(2)} | ${r.compute.toFixed(2)} | ${r.wait.toFixed(2)} | ${r.reduce.toFixed(2)} | ` +
     `${r.optimizer.toFixed(2)} | ${speedup.toFixed(2)}x | ${((100 * speedup) / (r.workers / rows[0]!.workers)).toFixed(0)}% |`);
 }
+rmSync(dir, { recursive: true, force: true });
