@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { flatFromTensors, loadCheckpoint, modelTensors, MODEL_FILE, TRAINER_FILE } from '../src/checkpoint/checkpoint.js';
+import { checkpointSetName, flatFromTensors, loadCheckpoint, loadWeightsFile, modelTensors, MODEL_FILE, TRAINER_FILE } from '../src/checkpoint/checkpoint.js';
 import { decodeSafetensors, encodeSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { loadConfig } from '../src/cli/common.js';
 import { runTrain, type TrainArgs } from '../src/cli/train.js';
@@ -83,35 +83,106 @@ test('model.safetensors holds the reference state_dict: PyTorch names, [out, in]
   assert.throws(() => flatFromTensors(big, { tensors, metadata: {} }, 'x'), /has shape .* the model needs .*check --config/);
 });
 
-test('3 steps + resume + 3 steps equals 6 steps; checkpoints are atomic and consistent', async () => {
+test('3 steps + resume + 3 steps equals 6 steps; a checkpoint is one committed set of files of one run', async () => {
   const once = await tinyRun({ out: join(tmp(), 'once'), maxSteps: 6 });
   const dir = join(tmp(), 'split');
   await tinyRun({ out: dir, maxSteps: 3 });
   assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp')), [], 'no temporary files left');
+  assert.deepEqual(readdirSync(join(dir, 'checkpoints')), ['step-00000003'], 'only the committed set is kept');
   const resumed = await runTrain({ resume: dir, data: VERDICT, backend: 'wasm', workers: 2, maxSteps: 6 }, quiet);
   assert.deepEqual([...resumed.weights], [...once.weights], 'identical weights');
   assert.deepEqual(evals(dir), evals(once.outDir).map((e, i) => ({ ...e, elapsedSec: evals(dir)[i]!.elapsedSec, evalSec: evals(dir)[i]!.evalSec })));
   const ckpt = loadCheckpoint(dir, tinyLayout());
   assert.equal(ckpt.state.step, 6);
   assert.deepEqual([...ckpt.weights], [...once.weights]);
+  assert.deepEqual(loadWeightsFile(tinyLayout(), join(dir, MODEL_FILE)), ckpt.weights, 'model.safetensors in the run directory is the latest weights');
 
-  // A model file from another step than trainer.json is refused.
+  // Files of another step, or of another run at the same step, are refused by --resume and evaluate alike.
   const other = join(tmp(), 'other');
-  cpSync(dir, other, { recursive: true });
-  cpSync(join(once.outDir, MODEL_FILE), join(other, MODEL_FILE));
+  cpSync(dir, other, { recursive: true, verbatimSymlinks: true });
+  const set = (d: string, step: number) => join(d, checkpointSetName(step), MODEL_FILE);
   const three = join(tmp(), 'three');
   await tinyRun({ out: three, maxSteps: 3 });
-  cpSync(join(three, MODEL_FILE), join(other, MODEL_FILE));
+  cpSync(set(three, 3), set(other, 6));
   assert.throws(() => loadCheckpoint(other, tinyLayout()), /is from step 3 but trainer.json from step 6/);
+  cpSync(set(once.outDir, 6), set(other, 6));
+  assert.throws(() => loadCheckpoint(other, tinyLayout()), /belongs to another run/);
+  const foreign = cli(['evaluate', '--checkpoint', other, '--workers', '1']);
+  assert.equal(foreign.status, 2);
+  assert.match(foreign.stderr, /^gpt-ddp: .*belongs to another run/);
 
+  // trainer.json is checked field by field.
   const state = JSON.parse(readFileSync(join(dir, TRAINER_FILE), 'utf8')) as Record<string, unknown>;
-  writeFileSync(join(other, TRAINER_FILE), JSON.stringify({ ...state, formatVersion: 99 }));
-  const r = cli(['train', '--resume', other]);
-  assert.equal(r.status, 2);
-  assert.match(r.stderr, /unknown checkpoint format version 99/);
+  const edits: Array<[Record<string, unknown>, RegExp]> = [
+    [{ formatVersion: 99 }, /unknown checkpoint format version 99/],
+    [{ step: -1 }, /"step" must be a non-negative integer/],
+    [{ tokensSeen: 5 }, /"tokensSeen" must be step x batch size x context length = 384/],
+    [{ runId: 'x' }, /"runId" must be 32 hexadecimal digits/],
+    [{ checkpoint: '../elsewhere' }, /"checkpoint" must be "checkpoints\/step-00000006"/],
+    [{ elapsedSec: 'soon' }, /"elapsedSec" must be a non-negative number/],
+    [{ seed: 7 }, /"seed" must equal the config's seed/],
+    [{ slots: 99 }, /"slots" cannot exceed the batch size/],
+  ];
+  for (const [edit, message] of edits) {
+    writeFileSync(join(other, TRAINER_FILE), JSON.stringify({ ...state, ...edit }));
+    const r = cli(['train', '--resume', other]);
+    assert.equal(r.status, 2, `${JSON.stringify(edit)}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  }
+
+  // The original settings may be given again; a different one is refused, naming both values.
+  const same = cli(['train', '--resume', dir, '--config', 'tiny', '--eval-freq', '2', '--max-steps', '6', '--workers', '1']);
+  assert.equal(same.status, 0, same.stderr);
   const clash = cli(['train', '--resume', dir, '--lr', '0.1']);
   assert.equal(clash.status, 2);
-  assert.match(clash.stderr, /--lr cannot change on --resume/);
+  assert.match(clash.stderr, /--lr 0.1 differs from the resumed run's 0.0004/);
+  const otherConfig = cli(['train', '--resume', dir, '--config', 'gpt2-124m-verdict']);
+  assert.equal(otherConfig.status, 2);
+  assert.match(otherConfig.stderr, /--config gpt2-124m-verdict differs from the resumed run's config in model\.contextLength: 256 vs 32/);
+
+  // Data of the same length but other tokens is refused.
+  const text = readFileSync(VERDICT, 'utf8');
+  const edited = join(tmp(), 'edited.txt');
+  writeFileSync(edited, `${text.slice(0, 100)}${text.slice(100, 110).toUpperCase()}${text.slice(110)}`);
+  const otherData = cli(['train', '--resume', dir, '--data', edited]);
+  assert.equal(otherData.status, 2);
+  assert.match(otherData.stderr, /the data's tokens differ from the ones the run was trained on/);
+});
+
+test('a torn last line of metrics.jsonl is dropped on resume with a notice; damage elsewhere is refused', async () => {
+  const dir = join(tmp(), 'torn');
+  await tinyRun({ out: dir, maxSteps: 3 });
+  const log = join(dir, 'metrics.jsonl');
+  const whole = readFileSync(log, 'utf8');
+  writeFileSync(log, `${whole}{"type":"step","epoch":1,"st`);
+  const r = cli(['train', '--resume', dir, '--max-steps', '4', '--workers', '2']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /dropped a torn last line/);
+  const lines = readFileSync(log, 'utf8').trim().split('\n');
+  assert.ok(lines.every((l) => JSON.parse(l) !== null), 'every line is a record');
+  assert.equal(lines.filter((l) => (JSON.parse(l) as MetricRecord).type === 'step').length, 4, 'steps 0-3, each once');
+
+  const lines2 = readFileSync(log, 'utf8').split('\n');
+  writeFileSync(log, [lines2[0], 'garbage', ...lines2.slice(1)].join('\n'));
+  const damaged = cli(['train', '--resume', dir, '--max-steps', '5', '--workers', '2']);
+  assert.equal(damaged.status, 2);
+  assert.match(damaged.stderr, /line 2 is not a metrics record/);
+});
+
+test('a run killed before its first checkpoint cannot be resumed; --force starts it over', () => {
+  const dir = join(tmp(), 'early');
+  mkdirSync(join(dir, 'checkpoints', '.incomplete-1'), { recursive: true });
+  writeFileSync(join(dir, 'metrics.jsonl'), '');
+  const resume = cli(['train', '--resume', dir]);
+  assert.equal(resume.status, 2);
+  assert.match(resume.stderr, /holds no checkpoint .* stopped before its first checkpoint: start it over with --out .* --force/);
+  const again = cli(['train', '--config', 'tiny', '--max-steps', '1', '--workers', '1', '--out', dir]);
+  assert.equal(again.status, 2);
+  assert.match(again.stderr, /holds a run that stopped before its first checkpoint \(nothing to resume\); pass --force/);
+  const forced = cli(['train', '--config', 'tiny', '--max-steps', '1', '--workers', '1', '--out', dir, '--force']);
+  assert.equal(forced.status, 0, forced.stderr);
+  assert.deepEqual(readdirSync(join(dir, 'checkpoints')), ['step-00000001']);
 });
 
 test('Ctrl-C stops after the current step with a checkpoint that --resume continues', async () => {
@@ -165,7 +236,10 @@ test('--init-from starts from given weights; evaluate and generate read checkpoi
   assert.equal(gen.status, 0, gen.stderr);
   assert.ok(gen.stdout.startsWith('Every effort moves you') && gen.stdout.length > 30, gen.stdout);
   const args = ['generate', '--checkpoint', run.outDir, '--prompt', 'I had', '--temperature', '1.2', '--top-k', '20', '--seed', '5'];
-  assert.equal(cli(args).stdout, cli(args).stdout, 'sampling with a seed is reproducible');
+  const [first, again, otherSeed] = [cli(args), cli(args), cli([...args.slice(0, -1), '6'])];
+  for (const r of [first, again, otherSeed]) assert.equal(r.status, 0, r.stderr);
+  assert.equal(again.stdout, first.stdout, 'sampling with a seed is reproducible');
+  assert.notEqual(otherSeed.stdout, first.stdout, 'another seed draws other tokens');
   assert.equal(cli(['generate', '--checkpoint', run.outDir, '--prompt', 'x', '--temperature', '-1']).status, 2);
   assert.equal(cli(['generate', '--checkpoint', join(tmp(), 'none'), '--prompt', 'x']).status, 2);
 });

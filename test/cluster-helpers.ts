@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { MODEL_FILE, OPTIMIZER_FILE, readTrainerState } from '../src/checkpoint/checkpoint.js';
+import { readSafetensors, type NamedTensor } from '../src/checkpoint/safetensors.js';
 import type { EvalRecord, MetricRecord, StepRecord } from '../src/coordinator/metrics.js';
 import { CLI, VERDICT, scratchDir } from './helpers.js';
 
@@ -107,10 +109,19 @@ export function records(dir: string): MetricRecord[] {
 export const stepsIn = (dir: string) => records(dir).filter((r): r is StepRecord => r.type === 'step');
 export const evalsIn = (dir: string) => records(dir).filter((r): r is EvalRecord => r.type === 'eval');
 
+/** The tensors of a run's committed checkpoint file. */
+function checkpointTensors(dir: string, file: string): Map<string, NamedTensor> {
+  return readSafetensors(join(dir, readTrainerState(dir).checkpoint, file)).tensors;
+}
+
+const bytesOf = (t: NamedTensor) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+
 /** Two runs computed the same bits: weights, AdamW moments and every evaluation. */
 export function assertSameRun(a: string, b: string, what: string): void {
-  for (const f of ['model.safetensors', 'optimizer.safetensors']) {
-    assert.ok(readFileSync(join(a, f)).equals(readFileSync(join(b, f))), `${what}: ${f} differs from the reference`);
+  for (const f of [MODEL_FILE, OPTIMIZER_FILE]) {
+    const [ta, tb] = [checkpointTensors(a, f), checkpointTensors(b, f)];
+    assert.deepEqual([...ta.keys()], [...tb.keys()], `${what}: ${f} holds other tensors`);
+    for (const [name, t] of ta) assert.ok(bytesOf(t).equals(bytesOf(tb.get(name)!)), `${what}: ${f} ${name} differs from the reference`);
   }
   const strip = (e: EvalRecord) => [e.step, e.trainLoss, e.valLoss];
   assert.deepEqual(evalsIn(a).map(strip), evalsIn(b).map(strip), `${what}: evaluations differ`);

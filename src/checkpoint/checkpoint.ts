@@ -1,19 +1,26 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AdamWMoments } from '../math/adamw.js';
 import { parseRunConfig, type RunConfig } from '../model/config.js';
 import { paramView, type ParamLayout, type ParamSpec } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
-import { readSafetensors, writeFileAtomic, writeSafetensors, type NamedTensor, type SafetensorsFile } from './safetensors.js';
+import { fsyncDir, writeFileAtomic } from '../util/files.js';
+import { readSafetensors, writeSafetensorsDurable, type NamedTensor, type SafetensorsFile } from './safetensors.js';
 
-export const FORMAT_VERSION = 1;
+/** 2: the checkpoint files live in a set directory that trainer.json (written last) names. */
+export const FORMAT_VERSION = 2;
 export const MODEL_FILE = 'model.safetensors';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const TRAINER_FILE = 'trainer.json';
+export const CHECKPOINTS_DIR = 'checkpoints';
 
 /** Where a run stands: enough to continue it exactly. */
 export interface TrainerState {
   formatVersion: number;
+  /** Random at the run's creation; every checkpoint file carries it (null for format 1). */
+  runId: string | null;
+  /** The directory of this step's checkpoint files, relative to the run directory. */
+  checkpoint: string;
   /** Optimizer steps completed (the next step's index). */
   step: number;
   /** 0-based epoch and batch index of the next step in that epoch's seeded order. */
@@ -25,11 +32,19 @@ export interface TrainerState {
   seed: number;
   config: RunConfig;
   backend: string;
-  /** Characters of the training text, to catch a resume on different data. */
+  /** Characters of the training text, and a hash of its tokens (null for format 1): a resume on other data is refused. */
   dataCharacters: number;
+  dataFingerprint: string | null;
   /** Slots each step was split into (a resumed run keeps them, so it computes the same sums). */
   slots?: number;
+  /** The weights file the run started from (resolved path), or null. */
+  initFrom?: string | null;
 }
+
+/** What the caller of saveCheckpoint says; the format and the set's place are the checkpoint's business. */
+export type CheckpointState = Omit<TrainerState, 'formatVersion' | 'checkpoint'>;
+
+export const checkpointSetName = (step: number) => `${CHECKPOINTS_DIR}/step-${String(step).padStart(8, '0')}`;
 
 /** The reference GPTModel's causal-mask buffers are part of its state_dict. */
 const maskName = (block: number) => `trf_blocks.${block}.att.mask`;
@@ -94,14 +109,68 @@ export function loadWeightsFile(layout: ParamLayout, path: string): Float32Array
 
 const MOMENTS = [['exp_avg.', 'm'], ['exp_avg_sq.', 'v']] as const;
 
-/** Writes model, optimizer and trainer state; each file atomically, trainer.json last. */
-export function saveCheckpoint(dir: string, layout: ParamLayout, weights: Float32Array, moments: AdamWMoments, state: TrainerState): void {
-  const meta = { format: 'gpt-ddp', step: String(state.step) };
-  writeSafetensors(join(dir, MODEL_FILE), modelTensors(layout, weights), meta);
-  const opt = MOMENTS.flatMap(([prefix, key]) =>
-    layout.params.map((spec): [string, NamedTensor] => [prefix + spec.name, torchTensor(spec, moments[key])]));
-  writeSafetensors(join(dir, OPTIMIZER_FILE), opt, meta);
-  writeFileAtomic(join(dir, TRAINER_FILE), [Buffer.from(`${JSON.stringify(state, null, 2)}\n`)]);
+/** The set trainer.json names now, or null (none yet). I/O errors propagate: a guess could delete the committed set. */
+function committedSet(dir: string): string | null {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, TRAINER_FILE), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  const parsed = JSON.parse(text) as { checkpoint?: unknown };
+  return typeof parsed.checkpoint === 'string' ? parsed.checkpoint : null;
+}
+
+/**
+ * Writes a checkpoint so that a crash at any instant leaves the previous complete one or this one:
+ * the files go into a temporary directory, which is flushed and renamed to the step's set; then
+ * trainer.json, naming the set, replaces the old one atomically (the commit); then older sets and
+ * leftovers are removed. model.safetensors in the run directory links to the latest weights.
+ */
+export function saveCheckpoint(dir: string, layout: ParamLayout, weights: Float32Array, moments: AdamWMoments, state: CheckpointState): void {
+  const name = checkpointSetName(state.step);
+  const sets = join(dir, CHECKPOINTS_DIR);
+  // The same step again (e.g. the final save after a periodic one) has the same weights: only trainer.json changes.
+  if (committedSet(dir) !== name) {
+    if (!existsSync(sets)) {
+      mkdirSync(sets);
+      fsyncDir(dir);
+    }
+    const tmp = join(sets, `.incomplete-${process.pid}`);
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp);
+    const meta = { format: 'gpt-ddp', run: state.runId ?? '', step: String(state.step) };
+    writeSafetensorsDurable(join(tmp, MODEL_FILE), modelTensors(layout, weights), meta);
+    const opt = MOMENTS.flatMap(([prefix, key]) =>
+      layout.params.map((spec): [string, NamedTensor] => [prefix + spec.name, torchTensor(spec, moments[key])]));
+    writeSafetensorsDurable(join(tmp, OPTIMIZER_FILE), opt, meta);
+    fsyncDir(tmp);
+    rmSync(join(dir, name), { recursive: true, force: true }); // an uncommitted set of this step from a crash
+    renameSync(tmp, join(dir, name));
+    fsyncDir(sets);
+  }
+  const full: TrainerState = { formatVersion: FORMAT_VERSION, ...state, checkpoint: name };
+  writeFileAtomic(join(dir, TRAINER_FILE), [Buffer.from(`${JSON.stringify(full, null, 2)}\n`)]);
+  linkLatestWeights(dir, name);
+  removeStale(dir, name);
+}
+
+function linkLatestWeights(dir: string, set: string): void {
+  const tmp = join(dir, `${MODEL_FILE}.tmp-${process.pid}`);
+  rmSync(tmp, { force: true });
+  symlinkSync(join(set, MODEL_FILE), tmp);
+  renameSync(tmp, join(dir, MODEL_FILE));
+}
+
+/** Older sets, sets a crash left uncommitted, format-1 files, temporary files of interrupted writes. */
+function removeStale(dir: string, keep: string): void {
+  for (const entry of readdirSync(join(dir, CHECKPOINTS_DIR))) {
+    if (`${CHECKPOINTS_DIR}/${entry}` !== keep) rmSync(join(dir, CHECKPOINTS_DIR, entry), { recursive: true, force: true });
+  }
+  for (const entry of readdirSync(dir)) {
+    if (entry === OPTIMIZER_FILE || /\.tmp-\d+$/.test(entry)) rmSync(join(dir, entry), { force: true });
+  }
 }
 
 export interface Checkpoint {
@@ -110,38 +179,69 @@ export interface Checkpoint {
   moments: AdamWMoments;
 }
 
+const nonNegativeInteger = (v: unknown) => Number.isInteger(v) && (v as number) >= 0;
+
+/** trainer.json, validated field by field: a file edited by hand or from another version is refused with the reason. */
 export function readTrainerState(dir: string): TrainerState {
   const path = join(dir, TRAINER_FILE);
-  if (!existsSync(path)) throw new UsageError(`${dir} holds no checkpoint (${TRAINER_FILE} is missing)`);
+  if (!existsSync(path)) {
+    const started = existsSync(join(dir, 'metrics.jsonl')) ? `; the run stopped before its first checkpoint: start it over with --out ${dir} --force` : '';
+    throw new UsageError(`${dir} holds no checkpoint (${TRAINER_FILE} is missing)${started}`);
+  }
   let raw: Record<string, unknown>;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
   } catch (err) {
     throw new UsageError(`${path}: not valid JSON (${(err as Error).message})`);
   }
-  if (raw.formatVersion !== FORMAT_VERSION) {
-    throw new UsageError(`${path}: unknown checkpoint format version ${JSON.stringify(raw.formatVersion)} (this gpt-ddp reads version ${FORMAT_VERSION})`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UsageError(`${path}: not a JSON object`);
+  const version = raw.formatVersion;
+  if (version !== FORMAT_VERSION && version !== 1) {
+    throw new UsageError(`${path}: unknown checkpoint format version ${JSON.stringify(version)} (this gpt-ddp reads versions 1 and ${FORMAT_VERSION})`);
   }
+  const fail = (field: string, must: string) => new UsageError(`${path}: "${field}" ${must}, got ${JSON.stringify(raw[field])}`);
   for (const key of ['step', 'epoch', 'batchInEpoch', 'tokensSeen', 'seed', 'dataCharacters'] as const) {
-    if (!Number.isInteger(raw[key]) || (raw[key] as number) < 0) throw new UsageError(`${path}: "${key}" must be a non-negative integer`);
+    if (!nonNegativeInteger(raw[key])) throw fail(key, 'must be a non-negative integer');
   }
-  if (raw.slots !== undefined && (!Number.isInteger(raw.slots) || (raw.slots as number) < 1)) throw new UsageError(`${path}: "slots" must be a positive integer`);
+  if (typeof raw.elapsedSec !== 'number' || !(raw.elapsedSec >= 0) || !Number.isFinite(raw.elapsedSec)) throw fail('elapsedSec', 'must be a non-negative number');
+  if (typeof raw.backend !== 'string') throw fail('backend', 'must be a string');
+  if (raw.slots !== undefined && (!Number.isInteger(raw.slots) || (raw.slots as number) < 1)) throw fail('slots', 'must be a positive integer');
+  if (raw.initFrom !== undefined && raw.initFrom !== null && typeof raw.initFrom !== 'string') throw fail('initFrom', 'must be a path or null');
   const config = parseRunConfig(raw.config, `${path} config`);
-  return { ...(raw as unknown as TrainerState), config };
+  const state = { ...(raw as unknown as TrainerState), config };
+  if (version === 1) return { ...state, runId: null, dataFingerprint: null, checkpoint: '.' };
+  if (typeof raw.runId !== 'string' || !/^[0-9a-f]{32}$/.test(raw.runId)) throw fail('runId', 'must be 32 hexadecimal digits');
+  if (typeof raw.dataFingerprint !== 'string' || !/^[0-9a-f]{64}$/.test(raw.dataFingerprint)) throw fail('dataFingerprint', 'must be 64 hexadecimal digits');
+  if (raw.checkpoint !== checkpointSetName(state.step)) throw fail('checkpoint', `must be "${checkpointSetName(state.step)}" for step ${state.step}`);
+  const tc = config.training;
+  if (state.seed !== tc.seed) throw fail('seed', `must equal the config's seed ${tc.seed}`);
+  if (state.slots !== undefined && state.slots > tc.batchSize) throw fail('slots', `cannot exceed the batch size ${tc.batchSize}`);
+  if (state.tokensSeen !== state.step * tc.batchSize * config.model.contextLength) throw fail('tokensSeen', `must be step x batch size x context length = ${state.step * tc.batchSize * config.model.contextLength}`);
+  if (state.epoch > tc.epochs) throw fail('epoch', `cannot exceed the config's ${tc.epochs} epochs`);
+  return state;
+}
+
+/** A checkpoint file of the run's committed set, checked to belong to this run and step. */
+export function readCheckpointFile(dir: string, state: TrainerState, file: string): SafetensorsFile {
+  const path = join(dir, state.checkpoint, file);
+  if (!existsSync(path)) throw new UsageError(`${path} is missing: the checkpoint of step ${state.step} is incomplete`);
+  const read = readSafetensors(path);
+  if (read.metadata.step !== String(state.step)) {
+    throw new UsageError(`${path} is from step ${read.metadata.step ?? '?'} but ${TRAINER_FILE} from step ${state.step}: the checkpoint is inconsistent`);
+  }
+  if (state.runId !== null && read.metadata.run !== state.runId) {
+    throw new UsageError(`${path} belongs to another run (run id ${read.metadata.run ?? 'none'}, this run's is ${state.runId})`);
+  }
+  return read;
 }
 
 /** Loads a run directory's checkpoint for --resume, checking the files belong together. */
 export function loadCheckpoint(dir: string, layout: ParamLayout): Checkpoint {
   const state = readTrainerState(dir);
-  const model = readSafetensors(join(dir, MODEL_FILE));
-  const optimizer = readSafetensors(join(dir, OPTIMIZER_FILE));
-  for (const [name, file] of [[MODEL_FILE, model], [OPTIMIZER_FILE, optimizer]] as const) {
-    if (file.metadata.step !== String(state.step)) {
-      throw new UsageError(`${join(dir, name)} is from step ${file.metadata.step ?? '?'} but ${TRAINER_FILE} from step ${state.step}: the checkpoint is inconsistent`);
-    }
-  }
-  const weights = flatFromTensors(layout, model, join(dir, MODEL_FILE));
-  const optPath = join(dir, OPTIMIZER_FILE);
+  const model = readCheckpointFile(dir, state, MODEL_FILE);
+  const optimizer = readCheckpointFile(dir, state, OPTIMIZER_FILE);
+  const weights = flatFromTensors(layout, model, join(dir, state.checkpoint, MODEL_FILE));
+  const optPath = join(dir, state.checkpoint, OPTIMIZER_FILE);
   for (const name of optimizer.tensors.keys()) {
     if (!MOMENTS.some(([prefix]) => name.startsWith(prefix))) throw new UsageError(`${optPath}: unexpected tensor "${name}"`);
   }

@@ -1,4 +1,5 @@
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic, writeFileDurable } from '../util/files.js';
 import { UsageError } from '../util/errors.js';
 
 /**
@@ -40,24 +41,13 @@ export function encodeSafetensors(tensors: Array<[string, NamedTensor]>, metadat
   return [head, ...tensors.map(([, t]) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))];
 }
 
-/** Writes atomically: a temporary file next to the target, fsync, rename. */
-export function writeFileAtomic(path: string, chunks: Buffer[]): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    for (const chunk of chunks) {
-      let done = 0;
-      while (done < chunk.length) done += writeSync(fd, chunk, done, chunk.length - done);
-    }
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-}
-
 export function writeSafetensors(path: string, tensors: Array<[string, NamedTensor]>, metadata: Record<string, string> = {}): void {
   writeFileAtomic(path, encodeSafetensors(tensors, metadata));
+}
+
+/** Writes a safetensors file in place, durably: for files inside a directory that is renamed into place as a whole. */
+export function writeSafetensorsDurable(path: string, tensors: Array<[string, NamedTensor]>, metadata: Record<string, string> = {}): void {
+  writeFileDurable(path, encodeSafetensors(tensors, metadata));
 }
 
 export function decodeSafetensors(bytes: Buffer, path = 'safetensors'): SafetensorsFile {

@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadWeightsFile, MODEL_FILE, readTrainerState } from '../checkpoint/checkpoint.js';
+import { flatFromTensors, loadWeightsFile, MODEL_FILE, readCheckpointFile, readTrainerState } from '../checkpoint/checkpoint.js';
 import type { RunConfig } from '../model/config.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
@@ -29,7 +29,8 @@ export function loadModelArg(path: string, configArg: string | undefined): Loade
     if (configArg) throw new UsageError(`--config is for a .safetensors file; the run directory ${path} has its own config`);
     const state = readTrainerState(path);
     const layout = buildLayout(state.config.model);
-    return { config: state.config, layout, weights: loadWeightsFile(layout, join(path, MODEL_FILE)), step: state.step };
+    const weights = flatFromTensors(layout, readCheckpointFile(path, state, MODEL_FILE), join(path, state.checkpoint, MODEL_FILE));
+    return { config: state.config, layout, weights, step: state.step };
   }
   const config = loadConfig(configArg ?? DEFAULT_CONFIG);
   const layout = buildLayout(config.model);

@@ -1,9 +1,11 @@
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE } from '../checkpoint/checkpoint.js';
 import { splitText, type SplitData } from '../data/dataset.js';
-import { loadRunConfig, parseRunConfig, type RunConfig, type TrainingConfig } from '../model/config.js';
+import { checkTokenizerVocab, loadRunConfig, parseRunConfig, type RunConfig, type TrainingConfig } from '../model/config.js';
 import { UsageError } from '../util/errors.js';
+import { prepareOutputDir } from './out-dir.js';
 
 /** The configs shipped with the package. */
 export const CONFIG_DIR = fileURLToPath(new URL('../../../configs/', import.meta.url));
@@ -25,6 +27,7 @@ export type TrainingOverrides = Partial<Pick<TrainingConfig,
 export function loadConfig(value: string, overrides: TrainingOverrides = {}): RunConfig {
   const path = resolveConfigPath(value);
   const base = loadRunConfig(path);
+  checkTokenizerVocab(base.model, `config ${path}`);
   const defined = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined));
   return parseRunConfig({ model: base.model, training: { ...base.training, ...defined } }, `config ${path} with flags`);
 }
@@ -42,12 +45,38 @@ export function prepareData(text: string, config: RunConfig): SplitData {
   return data;
 }
 
-/** Creates the run directory; refuses one that already holds a run, so nothing is overwritten. */
-export function prepareOutDir(out: string | undefined): string {
-  const dir = out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-'));
-  if (existsSync(dir) && readdirSync(dir).includes('metrics.jsonl')) {
-    throw new UsageError(`--out ${dir} already holds a run (metrics.jsonl); choose another directory`);
+/** A name for a default output directory under runs/. */
+export const timestamp = () => new Date().toISOString().replace(/[:.]/g, '-');
+
+/** What a run writes at the top of its directory. */
+const RUN_OUTPUTS = [
+  'config.json', 'metrics.jsonl', 'samples.txt', 'loss.png', 'loss.svg', 'summary.json', 'token', TRAINER_FILE, MODEL_FILE, OPTIMIZER_FILE, CHECKPOINTS_DIR,
+];
+
+/** Whether `dir` holds what a run writes before its first checkpoint, and nothing that looks foreign there. */
+function leftByUnfinishedRun(dir: string): boolean {
+  const log = join(dir, 'metrics.jsonl');
+  const sets = join(dir, CHECKPOINTS_DIR);
+  const ourLog = existsSync(log) && /^(\{"type":"|$)/.test(readFileSync(log, 'utf8').slice(0, 9));
+  const ourSets = existsSync(sets) && statSync(sets).isDirectory() && readdirSync(sets).every((e) => /^(\.incomplete-\d+|step-\d{8})$/.test(e));
+  return (ourLog || ourSets) && (!existsSync(log) || ourLog) && (!existsSync(sets) || ourSets);
+}
+
+/**
+ * Checks and creates a new run's directory (see prepareOutputDir). One that holds a run is never
+ * written over: it is continued with --resume.
+ */
+export function prepareOutDir(out: string | undefined, force = false): string {
+  const dir = out ?? join('runs', timestamp());
+  if (existsSync(join(dir, TRAINER_FILE))) {
+    throw new UsageError(`--out ${dir} already holds a run; continue it with --resume ${dir}, or choose another --out`);
   }
-  mkdirSync(dir, { recursive: true });
+  // A run killed before its first checkpoint committed: nothing to resume, so --force starts it over.
+  const unfinished = leftByUnfinishedRun(dir);
+  if (unfinished && !force) {
+    throw new UsageError(`--out ${dir} holds a run that stopped before its first checkpoint (nothing to resume); pass --force to start it over, or choose another --out`);
+  }
+  if (unfinished) for (const name of RUN_OUTPUTS) rmSync(join(dir, name), { recursive: true, force: true });
+  prepareOutputDir(dir, { flag: '--out', kind: 'run', own: unfinished, outputs: RUN_OUTPUTS, force });
   return dir;
 }

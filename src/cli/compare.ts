@@ -1,12 +1,17 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { TRAINER_FILE } from '../checkpoint/checkpoint.js';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { readTrainerState, TRAINER_FILE } from '../checkpoint/checkpoint.js';
+import { dataFingerprint } from '../data/dataset.js';
+import { loadVerdict } from '../data/verdict.js';
 import type { BackendChoice } from '../model/backend.js';
+import { checkTrainingMemory } from '../model/memory.js';
 import type { KernelChoice } from '../model/provider.js';
-import { writeCompareReport, type CompareReport } from '../report/compare-report.js';
+import { REPORT_FILES, writeCompareReport, type CompareReport } from '../report/compare-report.js';
 import { readRun, type RunData } from '../report/runs.js';
-import { UsageError } from '../util/errors.js';
-import { DEFAULT_CONFIG, resolveConfigPath } from './common.js';
+import { Interrupted, UsageError } from '../util/errors.js';
+import { DEFAULT_CONFIG, loadConfig, prepareData, resolveConfigPath, timestamp } from './common.js';
+import { checkWorkerCount } from './options.js';
+import { prepareOutputDir } from './out-dir.js';
 import { runTrain } from './train.js';
 
 export interface CompareArgs {
@@ -20,6 +25,7 @@ export interface CompareArgs {
   /** Matmul provider (default auto). */
   kernels?: KernelChoice;
   targetLoss: number;
+  /** Recompute the runs this comparison made; accept a non-empty --out that holds no comparison. */
   force: boolean;
   quick: boolean;
 }
@@ -27,6 +33,46 @@ export interface CompareArgs {
 /** `--quick`: the tiny model for 3 epochs, about two minutes for 1 and 2 workers here. */
 const QUICK = { config: 'tiny', epochs: 3 };
 const SETTINGS_FILE = 'compare-settings.json';
+
+type Plan = 'reuse' | 'resume' | 'start';
+
+/** What to do with one run's directory; decided for every run before any starts. */
+function planRun(dir: string, settings: string, fingerprint: string, force: boolean): Plan {
+  const settingsPath = join(dir, SETTINGS_FILE);
+  if (!existsSync(settingsPath)) {
+    if (existsSync(dir) && (!statSync(dir).isDirectory() || readdirSync(dir).length > 0)) {
+      throw new UsageError(`${dir} exists but was not made by compare; move it away or choose another --out`);
+    }
+    return 'start';
+  }
+  if (force) return 'start';
+  const previous = readFileSync(settingsPath, 'utf8');
+  if (previous !== settings) throw new UsageError(`${dir} was run with other settings (${previous}); pass --force to recompute`);
+  const trainedOn = existsSync(join(dir, TRAINER_FILE)) ? readTrainerState(dir).dataFingerprint : null;
+  if (trainedOn !== null && trainedOn !== fingerprint) throw new UsageError(`${dir} was trained on other data than --data gives now; pass --force to recompute`);
+  if (existsSync(join(dir, 'summary.json')) && !readRun(dir).summary.interrupted) return 'reuse';
+  return existsSync(join(dir, TRAINER_FILE)) ? 'resume' : 'start';
+}
+
+/** Ctrl-C or SIGTERM: the current run stops as train stops, and no later run starts. */
+function watchSignals(): { readonly stopped: boolean; close(): void } {
+  let stopped = false;
+  const onSignal = () => {
+    if (stopped) process.exit(130);
+    stopped = true;
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    get stopped() {
+      return stopped;
+    },
+    close() {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
 
 /**
  * Runs the same seeded training once per worker count into OUT/workers-N, reusing finished runs
@@ -38,46 +84,57 @@ export async function runCompare(args: CompareArgs, log: (line: string) => void)
   }
   const config = resolveConfigPath(args.config ?? (args.quick ? QUICK.config : DEFAULT_CONFIG));
   const epochs = args.epochs ?? (args.quick ? QUICK.epochs : undefined);
+  const runConfig = loadConfig(config, { epochs });
+  for (const workers of args.workers) checkWorkerCount(workers, runConfig.training.batchSize);
+  checkTrainingMemory(runConfig, Math.max(...args.workers), args.backend);
+  const fingerprint = dataFingerprint(prepareData((await loadVerdict(args.data)).text, runConfig));
   const settings = JSON.stringify({ config, epochs: epochs ?? null, maxSteps: args.maxSteps ?? null });
-  const out = args.out ?? join('runs', `compare-${new Date().toISOString().replace(/[:.]/g, '-')}`);
-  mkdirSync(out, { recursive: true });
+  const out = args.out ?? join('runs', `compare-${timestamp()}`);
+  const dirs = args.workers.map((workers) => join(out, `workers-${workers}`));
+  const plans = dirs.map((dir) => planRun(dir, settings, fingerprint, args.force));
+  const own = existsSync(join(out, 'compare.json')) || dirs.some((dir) => existsSync(join(dir, SETTINGS_FILE)));
+  prepareOutputDir(out, { flag: '--out', kind: 'comparison', own, outputs: [...REPORT_FILES, ...dirs.map((d) => basename(d))], force: args.force });
+  // A report of earlier runs must not stand beside runs that are being recomputed.
+  if (plans.some((p) => p !== 'reuse')) for (const file of REPORT_FILES) rmSync(join(out, file), { force: true });
 
+  const signals = watchSignals();
   const runs: RunData[] = [];
-  for (const [i, workers] of args.workers.entries()) {
-    const dir = join(out, `workers-${workers}`);
-    const tag = `[run ${i + 1}/${args.workers.length}, ${workers} worker${workers === 1 ? '' : 's'}]`;
-    const say = (line: string) => log(`${tag} ${line}`);
-    const settingsPath = join(dir, SETTINGS_FILE);
-    if (args.force) rmSync(dir, { recursive: true, force: true });
-    if (existsSync(settingsPath) && readFileSync(settingsPath, 'utf8') !== settings) {
-      throw new UsageError(`${dir} was run with other settings (${readFileSync(settingsPath, 'utf8')}); pass --force to recompute`);
-    }
-    const finished = existsSync(join(dir, 'summary.json')) && !readRun(dir).summary.interrupted && existsSync(settingsPath);
-    if (finished) {
-      say(`reusing the finished run in ${dir}`);
-    } else if (existsSync(join(dir, TRAINER_FILE)) && existsSync(settingsPath)) {
-      say(`resuming ${dir}`);
-      await runTrain({ resume: dir, workers, epochs, maxSteps: args.maxSteps, data: args.data, backend: args.backend, kernels: args.kernels }, say);
-    } else {
-      if (existsSync(dir) && readdirSync(dir).length > 0 && !existsSync(settingsPath)) {
-        throw new UsageError(`${dir} exists but was not made by compare; pass --force to replace it, or another --out`);
+  try {
+    for (const [i, workers] of args.workers.entries()) {
+      const dir = dirs[i]!;
+      const tag = `[run ${i + 1}/${args.workers.length}, ${workers} worker${workers === 1 ? '' : 's'}]`;
+      const say = (line: string) => log(`${tag} ${line}`);
+      if (signals.stopped) throw new Interrupted(`stopped before ${tag}; run the same command again to continue the comparison`);
+      const common = { workers, epochs, maxSteps: args.maxSteps, data: args.data, backend: args.backend, kernels: args.kernels };
+      if (plans[i] === 'reuse') {
+        say(`reusing the finished run in ${dir}`);
+      } else {
+        if (plans[i] === 'resume') {
+          say(`resuming ${dir}`);
+        } else {
+          rmSync(dir, { recursive: true, force: true });
+          mkdirSync(dir, { recursive: true });
+          writeFileSync(join(dir, SETTINGS_FILE), settings);
+          say('starting');
+        }
+        const run = await runTrain(plans[i] === 'resume' ? { resume: dir, ...common } : { config, out: dir, force: true, ...common }, say);
+        if (run.interrupted || signals.stopped) {
+          throw new Interrupted(`stopped during ${tag}; its checkpoint is in ${dir}: run the same command again to continue the comparison`);
+        }
       }
-      rmSync(dir, { recursive: true, force: true });
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(settingsPath, settings);
-      say('starting');
-      await runTrain({ config, out: dir, workers, epochs, maxSteps: args.maxSteps, data: args.data, backend: args.backend, kernels: args.kernels }, say);
+      runs.push(readRun(dir));
     }
-    runs.push(readRun(dir));
+  } finally {
+    signals.close();
   }
   const report = await writeCompareReport(runs, out, args.targetLoss);
   log(`comparison written to ${out}: report.md, report.html, compare.json and the plots`);
   return report;
 }
 
-/** `gpt-ddp report`: the same report from existing run directories. */
+/** `gpt-ddp report`: the same report from existing run directories, all checked before anything is written. */
 export async function runReport(dirs: string[], out: string, targetLoss: number): Promise<CompareReport> {
   const runs = dirs.map(readRun);
-  mkdirSync(out, { recursive: true });
+  prepareOutputDir(out, { flag: '--out', kind: 'report', own: existsSync(join(out, 'compare.json')), outputs: REPORT_FILES });
   return writeCompareReport(runs, out, targetLoss);
 }

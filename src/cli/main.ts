@@ -11,18 +11,12 @@ import { runCompare, runReport } from './compare.js';
 import { evaluateCheckpoint } from './evaluate.js';
 import { generateText } from './generate.js';
 import { inspect } from './inspect.js';
-import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './options.js';
+import { checkSingleValues, nonNegativeInt, nonNegativeNumber, parseWorkerList, positiveInt, positiveNumber, threadCount } from './options.js';
 import { runTrain } from './train.js';
 import { readTokenFile } from '../comm/auth.js';
 import { runNode } from '../worker/node.js';
 
 const log = (line: string) => console.log(line);
-
-function parseWorkerList(text: string): number[] {
-  const list = text.split(',').map((w) => Number(w.trim()));
-  if (list.some((w) => !Number.isInteger(w) || w < 1)) throw new UsageError(`--workers must be a comma-separated list of positive integers, got "${text}"`);
-  return list;
-}
 
 const dataOptions = {
   config: { type: 'string', describe: 'config file, or a shipped config name: gpt2-124m-verdict (default), tiny' },
@@ -30,7 +24,7 @@ const dataOptions = {
 } as const;
 
 const runtimeOptions = {
-  workers: { type: 'number', default: availableParallelism(), describe: 'worker threads', coerce: positiveInt('workers') },
+  workers: { type: 'number', default: availableParallelism(), describe: 'worker threads', coerce: threadCount('workers') },
   backend: { choices: BACKENDS, default: 'auto' as BackendChoice, describe: 'tfjs backend: auto takes tensorflow (tfjs-node) if installed, else wasm' },
   kernels: {
     choices: KERNEL_CHOICES, default: 'auto' as KernelChoice,
@@ -59,7 +53,8 @@ function trainOptions(y: Argv) {
     resume: { type: 'string', describe: 'continue the run in this directory from its checkpoint' },
     'init-from': { type: 'string', describe: 'start from these weights (.safetensors, reference PyTorch names)' },
     'checkpoint-every': { type: 'number', default: 50, describe: 'checkpoint every N steps (also at the end and on Ctrl-C)', coerce: positiveInt('checkpoint-every') },
-    workers: { type: 'number', describe: 'worker threads in this process (default: the cores; 0 with --listen)', coerce: nonNegativeInt('workers') },
+    workers: { type: 'number', describe: 'worker threads in this process (default: the cores; 0 with --listen)', coerce: threadCount('workers', true) },
+    force: { type: 'boolean', describe: 'accept a non-empty --out that holds no run; its files are kept' },
     listen: { type: 'string', group: 'Remote nodes:', describe: 'HOST:PORT where remote nodes join (HOST 0.0.0.0 for every interface)' },
     nodes: { type: 'number', group: 'Remote nodes:', describe: 'nodes to wait for before the first step', coerce: nonNegativeInt('nodes') },
     'token-file': { type: 'string', group: 'Remote nodes:', describe: 'the run\'s secret (default: generated into the run directory as "token")' },
@@ -85,14 +80,14 @@ export function buildCli(argv: string[]) {
         seed: a.seed, evalFreq: a['eval-freq'], evalIter: a['eval-iter'], resume: a.resume, initFrom: a['init-from'],
         checkpointEvery: a['checkpoint-every'], fault: a.fault, listen: a.listen, nodes: a.nodes, tokenFile: a['token-file'],
         wire: a.wire, waitTimeout: a['wait-timeout'], heartbeatTimeout: a['heartbeat-timeout'], tlsCert: a['tls-cert'], tlsKey: a['tls-key'],
-        checksumEvery: a['checksum-every'], pieceFloats: a['piece-floats'],
+        checksumEvery: a['checksum-every'], pieceFloats: a['piece-floats'], force: a.force,
       }, log);
       if (run.interrupted) process.exitCode = 130;
     })
     .command('worker', 'join a training run as a remote node (the coordinator sends everything it needs)', (y) => y.options({
       connect: { type: 'string', demandOption: true, describe: 'the coordinator: ws://HOST:PORT (or wss://)' },
       'token-file': { type: 'string', demandOption: true, describe: 'the run\'s token, copied from the coordinator\'s run directory' },
-      threads: { type: 'number', default: availableParallelism(), describe: 'worker threads on this machine', coerce: positiveInt('threads') },
+      threads: { type: 'number', default: availableParallelism(), describe: 'worker threads on this machine', coerce: threadCount('threads') },
       backend: runtimeOptions.backend,
       kernels: runtimeOptions.kernels,
       ca: { type: 'string', describe: 'PEM certificate to trust for wss:// (e.g. the coordinator\'s self-signed --tls-cert)' },
@@ -133,7 +128,7 @@ export function buildCli(argv: string[]) {
       'max-steps': { type: 'number', describe: 'stop each run after this many steps', coerce: positiveInt('max-steps') },
       out: { type: 'string', describe: 'comparison directory (default runs/compare-<timestamp>)' },
       'target-loss': { type: 'number', default: 2.0, describe: 'train loss whose time-to-reach the table reports', coerce: positiveNumber('target-loss') },
-      force: { type: 'boolean', default: false, describe: 'recompute runs already finished in --out' },
+      force: { type: 'boolean', default: false, describe: 'recompute the runs this comparison made in --out; accept a non-empty --out that holds no comparison (its files are kept)' },
       quick: { type: 'boolean', default: false, describe: 'the tiny config for 3 epochs (about two minutes)' },
       backend: runtimeOptions.backend,
       kernels: runtimeOptions.kernels,
@@ -157,6 +152,7 @@ export function buildCli(argv: string[]) {
     })
     .demandCommand(1, 'name a command: train, worker, evaluate, generate, compare, report or inspect')
     .strict()
+    .check(checkSingleValues(['runs']))
     .help()
     .version(false)
     .wrap(Math.min(110, process.stdout.columns ?? 110))
@@ -168,6 +164,9 @@ export function buildCli(argv: string[]) {
 }
 
 async function main(): Promise<void> {
+  // A reader that goes away (`gpt-ddp train | head`) or a full disk under a redirect must not
+  // stop the run: the console is best-effort, the run's files are its record.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
   try {
     await buildCli(hideBin(process.argv)).parseAsync();
   } catch (err) {

@@ -13,3 +13,49 @@ export const positiveInt = (name: string) => check(name, (v) => Number.isInteger
 export const nonNegativeInt = (name: string) => check(name, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer');
 export const positiveNumber = (name: string) => check(name, (v) => Number.isFinite(v) && v > 0, 'a positive number');
 export const nonNegativeNumber = (name: string) => check(name, (v) => Number.isFinite(v) && v >= 0, 'a non-negative number');
+
+/** More threads than this is a typo, not a machine: each thread holds a copy of the model. */
+export const MAX_THREADS = 256;
+
+/** A thread count: a positive (or, with `allowZero`, non-negative) integer of at most MAX_THREADS. */
+export function threadCount(name: string, allowZero = false) {
+  const base = (allowZero ? nonNegativeInt : positiveInt)(name);
+  return (v: number | undefined) => {
+    const n = base(v);
+    if (n !== undefined && n > MAX_THREADS) throw new UsageError(`--${name} ${n} is more than ${MAX_THREADS} threads`);
+    return n;
+  };
+}
+
+/** compare's `--workers 1,2,4`. */
+export function parseWorkerList(text: string): number[] {
+  const list = text.split(',').map((w) => Number(w.trim()));
+  if (list.some((w) => !Number.isInteger(w) || w < 1 || w > MAX_THREADS)) {
+    throw new UsageError(`--workers must be a comma-separated list of integers from 1 to ${MAX_THREADS}, got "${text}"`);
+  }
+  return list;
+}
+
+/** Every worker must get at least one sample of a step's batch. */
+export function checkWorkerCount(workers: number, batchSize: number): void {
+  if (workers > batchSize) {
+    throw new UsageError(`--workers ${workers} is more than the ${batchSize} samples of a step (the batch size): every worker needs at least one; use at most ${batchSize} workers or a larger --batch-size`);
+  }
+}
+
+/**
+ * A yargs check over all options: a flag given twice (yargs makes an array of it) and an empty
+ * value (`--out ''`, or a bare `--out`, which yargs reads as '') are refused by name.
+ * `positionals` are the arguments that are lists by design.
+ */
+export function checkSingleValues(positionals: string[]) {
+  return (argv: Record<string, unknown>): true => {
+    for (const [key, value] of Object.entries(argv)) {
+      // '_' and '$0' are yargs' own; camelCase keys are copies of the dashed ones.
+      if (key === '_' || key === '$0' || /[A-Z]/.test(key) || positionals.includes(key)) continue;
+      if (Array.isArray(value)) throw new UsageError(`--${key} is given more than once`);
+      if (value === '') throw new UsageError(`--${key} needs a value, got an empty one`);
+    }
+    return true;
+  };
+}

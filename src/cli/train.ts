@@ -1,27 +1,29 @@
-import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
-import { FORMAT_VERSION, loadCheckpoint, loadWeightsFile, readTrainerState, saveCheckpoint } from '../checkpoint/checkpoint.js';
+import { join, resolve } from 'node:path';
+import { loadWeightsFile, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { Cluster } from '../comm/cluster.js';
 import { CONTROL_BYTES, sampleBytes } from '../comm/frames.js';
 import type { MemberEvent, MemberInfo, MemberStep } from '../comm/group.js';
 import type { StepRecord } from '../coordinator/metrics.js';
 import { median } from '../math/stats.js';
 import { ProgressBar } from '../coordinator/progress.js';
-import { totalSteps, train, START, type Position, type TrainResult } from '../coordinator/trainer.js';
-import type { SplitData } from '../data/dataset.js';
-import { loadVerdict, type TextSource } from '../data/verdict.js';
-import type { AdamWMoments } from '../math/adamw.js';
+import { totalSteps, train, START, type TrainResult } from '../coordinator/trainer.js';
+import { dataFingerprint } from '../data/dataset.js';
+import { loadVerdict } from '../data/verdict.js';
 import type { BackendChoice } from '../model/backend.js';
 import { resolveKernels, type KernelChoice } from '../model/provider.js';
-import type { RunConfig } from '../model/config.js';
 import { initParams } from '../model/init.js';
-import { buildLayout, type ParamLayout } from '../model/layout.js';
+import { checkTrainingMemory } from '../model/memory.js';
+import { buildLayout } from '../model/layout.js';
 import { lossPlotSpec } from '../report/loss-plot.js';
 import { writeChart } from '../report/render.js';
 import { Interrupted, UsageError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/files.js';
 import { DEFAULT_CONFIG, loadConfig, prepareData, prepareOutDir, resolveConfigPath, type TrainingOverrides } from './common.js';
 import { checkListenArgs, startListening, type ListenArgs } from './listen.js';
+import { checkWorkerCount } from './options.js';
+import { resumeRun, type RunSetup } from './resume.js';
 
 export interface TrainArgs extends TrainingOverrides, ListenArgs {
   config?: string;
@@ -38,6 +40,8 @@ export interface TrainArgs extends TrainingOverrides, ListenArgs {
   /** Start from these weights (a safetensors file with the reference model's names). */
   initFrom?: string;
   checkpointEvery?: number;
+  /** Accept a non-empty --out that holds no run (its files are kept). */
+  force?: boolean;
   /** Test hook passed to the worker threads (see worker/thread.ts). */
   fault?: string;
 }
@@ -49,20 +53,6 @@ export interface TrainRun extends TrainResult {
 
 const GiB = 2 ** 30;
 
-interface RunSetup {
-  config: RunConfig;
-  configName: string;
-  source: TextSource;
-  data: SplitData;
-  layout: ParamLayout;
-  outDir: string;
-  weights: Float32Array;
-  moments?: AdamWMoments;
-  start: Position;
-  /** Slots per step of the run being resumed. */
-  slots?: number;
-}
-
 /** Everything a run needs, validated before any thread starts: a new run or a resumed one. */
 async function setUp(args: TrainArgs): Promise<RunSetup> {
   checkListenArgs(args);
@@ -70,26 +60,11 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
   // A provider that cannot run is refused before anything is created (local workers only).
   if ((args.workers ?? (args.listen ? 0 : 1)) > 0) resolveKernels(args.kernels ?? 'auto');
   const { epochs, lr, weightDecay, batchSize, seed, evalFreq, evalIter } = args;
-  if (args.resume) {
-    const fixed = { config: args.config, out: args.out, 'init-from': args.initFrom, lr, 'weight-decay': weightDecay, 'batch-size': batchSize, seed, 'eval-freq': evalFreq, 'eval-iter': evalIter };
-    const clash = Object.entries(fixed).find(([, v]) => v !== undefined);
-    if (clash) throw new UsageError(`--${clash[0]} cannot change on --resume (the run's settings are in ${join(args.resume, 'trainer.json')})`);
-    const state = readTrainerState(args.resume);
-    const config = { model: state.config.model, training: { ...state.config.training, ...(epochs ? { epochs } : {}) } };
-    const source = await loadVerdict(args.data);
-    if (source.text.length !== state.dataCharacters) {
-      throw new UsageError(`the data has ${source.text.length} characters but the run was trained on ${state.dataCharacters}`);
-    }
-    const layout = buildLayout(config.model);
-    const ckpt = loadCheckpoint(args.resume, layout);
-    return {
-      config, configName: `${args.resume} (resumed at step ${state.step})`, source, data: prepareData(source.text, config), layout,
-      outDir: args.resume, weights: ckpt.weights, moments: ckpt.moments, slots: state.slots,
-      start: { step: state.step, epoch: state.epoch, batchInEpoch: state.batchInEpoch, tokensSeen: state.tokensSeen, elapsedSec: state.elapsedSec },
-    };
-  }
+  if (args.resume) return resumeRun({ ...args, resume: args.resume });
   const configName = resolveConfigPath(args.config ?? DEFAULT_CONFIG);
   const config = loadConfig(configName, { epochs, lr, weightDecay, batchSize, seed, evalFreq, evalIter });
+  if (args.workers !== undefined) checkWorkerCount(args.workers, config.training.batchSize);
+  checkTrainingMemory(config, args.workers ?? (args.listen ? 0 : availableParallelism()), args.backend);
   const taskBytes = config.training.batchSize * sampleBytes(config.model.contextLength);
   if (args.listen && taskBytes > CONTROL_BYTES) {
     throw new UsageError(`a batch of ${config.training.batchSize} x ${config.model.contextLength} tokens does not fit in one task message to a node (${taskBytes} bytes, at most ${CONTROL_BYTES}); use a smaller --batch-size`);
@@ -98,7 +73,10 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
   const data = prepareData(source.text, config);
   const layout = buildLayout(config.model);
   const weights = args.initFrom ? loadWeightsFile(layout, args.initFrom) : initParams(layout, config.training.seed);
-  return { config, configName, source, data, layout, outDir: prepareOutDir(args.out), weights, start: START };
+  return {
+    config, configName, source, data, fingerprint: dataFingerprint(data), runId: randomBytes(16).toString('hex'),
+    initFrom: args.initFrom ? resolve(args.initFrom) : null, layout, outDir: prepareOutDir(args.out, args.force), weights, start: START,
+  };
 }
 
 /** One line per membership change, as the coordinator's log shows it. */
@@ -173,7 +151,7 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
     log(`data: ${run.source.origin}: ${data.characters} characters, ${data.trainTokens.length} train / ${data.valTokens.length} val tokens, ` +
       `${stepsPerEpoch} steps of ${tc.batchSize} x ${config.model.contextLength} tokens per epoch, ${tc.epochs} epochs`);
     log(`output: ${outDir}`);
-    writeFileSync(join(outDir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+    writeFileAtomic(join(outDir, 'config.json'), [Buffer.from(`${JSON.stringify(config, null, 2)}\n`)]);
 
     const progress = new ProgressBar(total);
     const say = (line: string) => {
@@ -191,11 +169,13 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
         eval: (r) => say(`Ep ${r.epoch} (Step ${String(r.step).padStart(6, '0')}): Train loss ${r.trainLoss.toFixed(3)}, Val loss ${r.valLoss.toFixed(3)}`),
         sample: (r) => say(r.text),
         member: (r) => say(describeEvent(r)),
+        notice: say,
       },
       shouldStop: () => stopRequested,
       checkpointEvery: args.checkpointEvery,
       checkpoint: (at) => saveCheckpoint(outDir, layout, group.weights, group.moments, {
-        formatVersion: FORMAT_VERSION, ...at, seed: tc.seed, config, backend, dataCharacters: data.characters, slots: group.slots,
+        ...at, runId: run.runId, seed: tc.seed, config, backend, dataCharacters: data.characters, dataFingerprint: run.fingerprint,
+        slots: group.slots, initFrom: run.initFrom,
       }),
     });
     progress.clear();
@@ -214,7 +194,7 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
       minValLoss: evals.length ? Math.min(...evals.map((e) => e.valLoss)) : null,
       interrupted: result.interrupted,
     };
-    writeFileSync(join(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+    writeFileAtomic(join(outDir, 'summary.json'), [Buffer.from(`${JSON.stringify(summary, null, 2)}\n`)]);
     log(`${result.interrupted ? 'stopped' : 'done'}: ${result.steps} steps in ${result.totalSec.toFixed(1)} s, median step ${result.medianStepSec.toFixed(2)} s, ` +
       `peak wasm heap ${(result.peakHeapBytes / GiB).toFixed(2)} GiB; checkpoint and outputs in ${outDir}` +
       (result.interrupted ? `; continue with --resume ${outDir}` : ''));

@@ -1,5 +1,7 @@
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync } from 'node:fs';
 import type { MemberEvent, StepTiming } from '../comm/group.js';
+import { UsageError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/files.js';
 
 export interface StepRecord extends StepTiming {
   type: 'step';
@@ -42,6 +44,20 @@ function before(r: MetricRecord, at: { step: number; epoch: number }): boolean {
   return r.type === 'sample' ? r.epoch - 1 < at.epoch : r.step < at.step;
 }
 
+const TYPES = new Set(['step', 'eval', 'sample', 'member']);
+
+/** A record of the log, or null when the line is not one (torn or damaged). */
+function parseRecord(line: string): MetricRecord | null {
+  try {
+    const r = JSON.parse(line) as unknown;
+    const ok = typeof r === 'object' && r !== null && TYPES.has((r as { type?: unknown }).type as string) &&
+      Number.isInteger((r as { step?: unknown }).step) && Number.isInteger((r as { epoch?: unknown }).epoch ?? 0);
+    return ok ? (r as MetricRecord) : null;
+  } catch {
+    return null;
+  }
+}
+
 const sampleLine = (r: SampleRecord) => `Epoch ${r.epoch} (step ${r.step}): ${r.text}\n`;
 
 /**
@@ -53,15 +69,37 @@ export class MetricsLog {
 
   /**
    * Starts a new log, or, when resuming at `resumeAt`, keeps the records of the work before that
-   * position (dropping any a crash left after the checkpoint) and appends from there.
+   * position (dropping any a crash left after the checkpoint) and appends from there. A torn last
+   * line (a crash during an append) is dropped with a notice; damage anywhere else is refused.
    */
-  constructor(readonly path: string, private readonly samplesPath: string, resumeAt: { step: number; epoch: number } | null = null) {
+  constructor(readonly path: string, private readonly samplesPath: string, resumeAt: { step: number; epoch: number } | null = null, notice: (line: string) => void = () => {}) {
     if (resumeAt && existsSync(path)) {
-      const lines = readFileSync(path, 'utf8').split('\n').filter((l) => l.trim() !== '');
-      this.records.push(...lines.map((l) => JSON.parse(l) as MetricRecord).filter((r) => before(r, resumeAt)));
+      const lines = readFileSync(path, 'utf8').split('\n');
+      lines.forEach((line, i) => {
+        if (line.trim() === '') return;
+        const record = parseRecord(line);
+        if (record) {
+          if (before(record, resumeAt)) this.records.push(record);
+        } else if (lines.slice(i + 1).every((l) => l.trim() === '')) {
+          notice(`${path}: dropped a torn last line (a crash during an append): ${line.slice(0, 60)}`);
+        } else {
+          throw new UsageError(`${path}: line ${i + 1} is not a metrics record; the log was changed by hand or damaged`);
+        }
+      });
     }
-    writeFileSync(path, this.records.map((r) => `${JSON.stringify(r)}\n`).join(''));
-    writeFileSync(samplesPath, this.of('sample').map(sampleLine).join(''));
+    // Atomic rewrites: a crash here must not lose the log of the steps already done.
+    writeFileAtomic(path, [Buffer.from(this.records.map((r) => `${JSON.stringify(r)}\n`).join(''))]);
+    writeFileAtomic(samplesPath, [Buffer.from(this.of('sample').map(sampleLine).join(''))]);
+  }
+
+  /** Flushes the appended records to the disk: a checkpoint must not be committed ahead of its log. */
+  flush(): void {
+    const fd = openSync(this.path, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   write(record: MetricRecord): void {

@@ -28,6 +28,8 @@ export interface TrainEvents {
   eval?(record: EvalRecord): void;
   sample?(record: SampleRecord): void;
   member?(record: MemberRecord): void;
+  /** Something the user should know that is not a record (e.g. a torn metrics line dropped on resume). */
+  notice?(text: string): void;
 }
 
 export interface TrainOptions {
@@ -83,7 +85,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { config, data, group } = opts;
   const tc = config.training;
   const start = opts.start ?? START;
-  const metrics = new MetricsLog(join(opts.outDir, 'metrics.jsonl'), join(opts.outDir, 'samples.txt'), start.step > 0 ? start : null);
+  const metrics = new MetricsLog(join(opts.outDir, 'metrics.jsonl'), join(opts.outDir, 'samples.txt'), start.step > 0 ? start : null, (t) => opts.on?.notice?.(t));
   const adam = { lr: tc.lr, weightDecay: tc.weightDecay, ...ADAMW_DEFAULTS };
   const total = totalSteps(config, data.train.size, opts.maxSteps);
 
@@ -92,7 +94,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let interrupted = false;
   const startedAt = performance.now();
   const elapsed = () => start.elapsedSec + seconds(performance.now() - startedAt);
-  const save = () => opts.checkpoint?.({ ...pos, elapsedSec: elapsed() });
+  const save = () => {
+    metrics.flush();
+    opts.checkpoint?.({ ...pos, elapsedSec: elapsed() });
+  };
+  // A run killed before its first periodic checkpoint can then still be resumed, not only restarted.
+  if (start.step === 0) save();
   for (const m of group.members()) {
     if (m.kind === 'node') metrics.write({ type: 'member', event: 'join', step: start.step, member: m.id, host: m.host, threads: m.threads, backend: m.backend, kernels: m.kernels, elapsedSec: elapsed() });
   }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { permutation } from '../util/rng.js';
 import { encode } from './tokenizer.js';
 
@@ -48,6 +49,19 @@ export function splitText(text: string, trainRatio: number, contextLength: numbe
     train: new WindowDataset(trainTokens, contextLength),
     val: new WindowDataset(valTokens, contextLength),
   };
+}
+
+/**
+ * SHA-256 of the token ids of both splits (with their lengths): what a run was trained on. Texts of
+ * the same length, or a different split, give another fingerprint.
+ */
+export function dataFingerprint(data: Pick<SplitData, 'trainTokens' | 'valTokens'>): string {
+  const hash = createHash('sha256');
+  for (const tokens of [data.trainTokens, data.valTokens]) {
+    hash.update(`${tokens.length}:`);
+    hash.update(new Uint8Array(tokens.buffer, tokens.byteOffset, tokens.byteLength));
+  }
+  return hash.digest('hex');
 }
 
 /** Window indices of each batch: drop-last for training, keep-last for evaluation. */

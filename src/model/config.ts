@@ -100,6 +100,16 @@ export function validateModelConfig(m: ModelConfig, where = 'config'): void {
   }
 }
 
+/** The GPT-2 tokenizer's vocabulary: its token ids go up to 50256. */
+const TOKENIZER_VOCAB = 50257;
+
+/** A smaller vocabulary would let the tokenizer's ids index past the embedding. */
+export function checkTokenizerVocab(m: ModelConfig, where = 'config'): void {
+  if (m.vocabSize < TOKENIZER_VOCAB) {
+    throw new UsageError(`${where}: model.vocabSize (${m.vocabSize}) is smaller than the GPT-2 tokenizer's ${TOKENIZER_VOCAB} tokens: token ids would index past the embedding`);
+  }
+}
+
 export function loadRunConfig(path: string): RunConfig {
   let text: string;
   try {

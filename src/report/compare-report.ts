@@ -6,6 +6,8 @@ import { writeChart } from './render.js';
 import { compareRows, type RunData, type RunRow } from './runs.js';
 
 export const PLOTS = ['loss-vs-time', 'loss-vs-tokens', 'step-breakdown'] as const;
+/** Every file writeCompareReport writes. */
+export const REPORT_FILES = ['compare.json', 'report.md', 'report.html', ...PLOTS.flatMap((p) => [`${p}.png`, `${p}.svg`])];
 
 export interface CompareReport {
   targetLoss: number;

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { EvalRecord, MetricRecord, StepRecord } from '../coordinator/metrics.js';
 import { median } from '../math/stats.js';
@@ -27,25 +27,34 @@ export interface RunSummary {
   interrupted: boolean;
 }
 
+/** The summary fields a report reads, with their types. */
+const SUMMARY_FIELDS: Array<[keyof RunSummary, string]> = [
+  ['config', 'string'], ['parameters', 'number'], ['backend', 'string'], ['workers', 'number'], ['steps', 'number'], ['totalSec', 'number'], ['interrupted', 'boolean'],
+];
+
+function readJson(path: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`${path} is not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** A run directory's summary and metrics, checked to hold what a report needs. */
 export function readRun(dir: string): RunData {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`${dir} is not a run directory`);
   const summaryPath = join(dir, 'summary.json');
   const metricsPath = join(dir, 'metrics.jsonl');
-  if (!existsSync(summaryPath) || !existsSync(metricsPath)) {
-    throw new UsageError(`${dir} is not a finished run (summary.json or metrics.jsonl is missing)`);
-  }
-  let summary: RunSummary;
-  let records: MetricRecord[];
-  try {
-    summary = JSON.parse(readFileSync(summaryPath, 'utf8')) as RunSummary;
-    records = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as MetricRecord);
-  } catch (err) {
-    throw new UsageError(`${dir}: unreadable run files (${(err as Error).message})`);
-  }
-  return {
-    dir, summary,
-    steps: records.filter((r): r is StepRecord => r.type === 'step'),
-    evals: records.filter((r): r is EvalRecord => r.type === 'eval'),
-  };
+  const missing = [summaryPath, metricsPath].find((p) => !existsSync(p));
+  if (missing) throw new UsageError(`${dir} is not a finished run: it has no ${basename(missing)}`);
+  const summary = readJson(summaryPath, readFileSync(summaryPath, 'utf8')) as Record<string, unknown> | null;
+  const wrong = SUMMARY_FIELDS.find(([key, type]) => typeof summary?.[key] !== type);
+  if (wrong) throw new UsageError(`${summaryPath}: "${wrong[0]}" is missing or not a ${wrong[1]}`);
+  const records = readFileSync(metricsPath, 'utf8').split('\n')
+    .flatMap((l, i) => (l.trim() ? [readJson(`${metricsPath} line ${i + 1}`, l) as MetricRecord | null] : []));
+  const steps = records.filter((r): r is StepRecord => r?.type === 'step');
+  if (steps.length === 0) throw new UsageError(`${metricsPath} holds no step record`);
+  return { dir, summary: summary as unknown as RunSummary, steps, evals: records.filter((r): r is EvalRecord => r?.type === 'eval') };
 }
 
 /** Consecutive phases of a step: they add up to its time (the reduction overlaps compute and waiting). */
@@ -89,7 +98,8 @@ export function compareRows(runs: RunData[], targetLoss: number): RunRow[] {
     const lastStep = run.steps.at(-1);
     const nodes = /^(.*node.*), \d+ slots? per step$/.exec(run.summary.placement ?? '')?.[1];
     return {
-      label: `${run.summary.workers} worker${run.summary.workers === 1 ? '' : 's'}${nodes ? ` on ${nodes}` : ''}${counts.get(run.summary.workers)! > 1 ? ` (${basename(run.dir)})` : ''}`,
+      label: `${run.summary.workers} worker${run.summary.workers === 1 ? '' : 's'}${nodes ? ` on ${nodes}` : ''}${counts.get(run.summary.workers)! > 1 ? ` (${basename(run.dir)})` : ''}` +
+        (run.summary.interrupted ? `, interrupted at step ${run.summary.steps}` : ''),
       dir: run.dir,
       workers: run.summary.workers,
       steps: run.steps.length,

@@ -1,0 +1,34 @@
+import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+/** Writes the chunks to `path` and flushes them to the disk. */
+export function writeFileDurable(path: string, chunks: Buffer[]): void {
+  const fd = openSync(path, 'w');
+  try {
+    for (const chunk of chunks) {
+      let done = 0;
+      while (done < chunk.length) done += writeSync(fd, chunk, done, chunk.length - done);
+    }
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Flushes a directory's entries (a rename or a new file in it) to the disk. */
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes atomically: a temporary file next to the target, fsync, rename, fsync of the directory. */
+export function writeFileAtomic(path: string, chunks: Buffer[]): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileDurable(tmp, chunks);
+  renameSync(tmp, path);
+  fsyncDir(dirname(path));
+}
