@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { checkpointSetName, flatFromTensors, loadCheckpoint, loadWeightsFile, modelTensors, MODEL_FILE, TRAINER_FILE } from '../src/checkpoint/checkpoint.js';
@@ -95,7 +95,8 @@ test('3 steps + resume + 3 steps equals 6 steps; a checkpoint is one committed s
   const ckpt = loadCheckpoint(dir, tinyLayout());
   assert.equal(ckpt.state.step, 6);
   assert.deepEqual([...ckpt.weights], [...once.weights]);
-  assert.deepEqual(loadWeightsFile(tinyLayout(), join(dir, MODEL_FILE)), ckpt.weights, 'model.safetensors in the run directory is the latest weights');
+  assert.equal(readlinkSync(join(dir, MODEL_FILE)), join(checkpointSetName(6), MODEL_FILE), 'model.safetensors in the run directory links to the latest weights');
+  assert.deepEqual([...loadWeightsFile(tinyLayout(), join(dir, MODEL_FILE))], [...once.weights]);
 
   // Files of another step, or of another run at the same step, are refused by --resume and evaluate alike.
   const other = join(tmp(), 'other');
@@ -161,7 +162,7 @@ test('a torn last line of metrics.jsonl is dropped on resume with a notice; dama
   assert.match(r.stdout, /dropped a torn last line/);
   const lines = readFileSync(log, 'utf8').trim().split('\n');
   assert.ok(lines.every((l) => JSON.parse(l) !== null), 'every line is a record');
-  assert.equal(lines.filter((l) => (JSON.parse(l) as MetricRecord).type === 'step').length, 4, 'steps 0-3, each once');
+  assert.deepEqual(lines.map((l) => JSON.parse(l) as MetricRecord).filter((r) => r.type === 'step').map((r) => r.step), [0, 1, 2, 3], 'steps 0-3, each once');
 
   const lines2 = readFileSync(log, 'utf8').split('\n');
   writeFileSync(log, [lines2[0], 'garbage', ...lines2.slice(1)].join('\n'));
@@ -200,7 +201,9 @@ test('Ctrl-C stops after the current step with a checkpoint that --resume contin
   const state = JSON.parse(readFileSync(join(out, TRAINER_FILE), 'utf8')) as { step: number };
   assert.equal(state.step, steps);
   const resumed = await runTrain({ resume: out, data: VERDICT, backend: 'wasm', workers: 2, maxSteps: steps + 2 }, quiet);
-  assert.equal(resumed.steps, steps + 2);
+  assert.deepEqual(resumed.metrics.of('step').map((r) => r.step), [...Array(steps + 2).keys()], 'every step once, none redone');
+  const straight = await tinyRun({ out: join(tmp(), 'straight'), maxSteps: steps + 2, evalFreq: undefined });
+  assert.deepEqual([...resumed.weights], [...straight.weights], 'the same weights as a run that was not stopped');
 });
 
 test('--init-from starts from given weights; evaluate and generate read checkpoints', async () => {

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
+import { loadCheckpoint, readTrainerState } from '../src/checkpoint/checkpoint.js';
 import type { MemberRecord } from '../src/coordinator/metrics.js';
+import { buildLayout } from '../src/model/layout.js';
 import { median } from '../src/math/stats.js';
 import { assertSameRun, exited, killAll, records, referenceRun, run, RUN, spawnCli, startCoordinator, startNode, stepsIn } from './cluster-helpers.js';
 
@@ -23,7 +25,9 @@ test('every placement of the same 4 slots computes the same bits as 4 local thre
     await exited(c, 0);
     for (const n of nodes) await exited(n, 0);
     assertSameRun(c.out, reference, p.name);
+    assert.equal(stepsIn(c.out).length, 4, `${p.name}: every step logged`);
     for (const s of stepsIn(c.out)) {
+      assert.equal(s.members.filter((m) => m.member > 0 && m.slots.length > 0).length, p.nodes.length, `${p.name}: every node worked`);
       assert.deepEqual(s.members.flatMap((m) => m.slots).sort(), [0, 1, 2, 3], `${p.name}: every slot computed once`);
       for (const m of s.members.filter((x) => x.member > 0)) assert.ok(m.sentBytes > 0 && m.receivedBytes > 0, `${p.name}: node traffic recorded`);
     }
@@ -146,6 +150,7 @@ test('Ctrl-C on a node leaves cleanly; Ctrl-C on the coordinator checkpoints and
   assert.ok(state.step >= 10 && state.step < 40);
   const r = spawnCli(['train', '--resume', d.out, '--workers', '1']);
   await exited(r, 0);
+  assertSameRun(d.out, await referenceRun(1, args), 'resumed after Ctrl-C on the coordinator');
 });
 
 test('--wire bf16 halves the bytes on the wire and keeps the nodes identical to the coordinator; report reads remote runs', async () => {
@@ -184,4 +189,9 @@ test('nodes only, none at the start: the coordinator waits for one; a diverged r
   for (const n of nodes) await n.exit;
   assert.match(d.stderr.join('\n'), /^gpt-ddp: the run failed during step \d+: slots? [\d, ]+ gave a NaN or infinite gradient: it diverged \(try a lower --lr\)$/m);
   assert.equal(d.stderr.filter((l) => l.trim()).length, 1, d.stderr.join('\n'));
+  // The last good checkpoint is kept: from before the failing step, with finite weights.
+  const failed = Number(/during step (\d+)/.exec(d.stderr.join('\n'))![1]);
+  const kept = loadCheckpoint(d.out, buildLayout(readTrainerState(d.out).config.model));
+  assert.ok(kept.state.step <= failed, `checkpoint of step ${kept.state.step}, failure at ${failed}`);
+  assert.ok(kept.weights.every(Number.isFinite) && kept.moments.v.every(Number.isFinite), 'the kept checkpoint is finite');
 });

@@ -4,6 +4,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { inflateSync } from 'node:zlib';
+import type { MetricRecord, StepRecord } from '../src/coordinator/metrics.js';
+import { median } from '../src/math/stats.js';
 import type { CompareReport } from '../src/report/compare-report.js';
 import { readRun } from '../src/report/runs.js';
 import { CLI, VERDICT, scratchDir } from './helpers.js';
@@ -48,7 +50,12 @@ test('compare --quick on 1 and 2 workers: every file, coinciding curves, real PN
   }
   const report = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')) as CompareReport;
   assert.deepEqual(report.rows.map((row) => row.workers), [1, 2]);
-  assert.equal(report.rows[0]!.speedup, 1);
+  // The table against the raw step records of each run.
+  const medianStep = (w: number) => median(readFileSync(join(out, `workers-${w}`, 'metrics.jsonl'), 'utf8').trim().split('\n')
+    .map((l) => JSON.parse(l) as MetricRecord).filter((r): r is StepRecord => r.type === 'step').map((r) => r.stepSec));
+  const [m1, m2] = [medianStep(1), medianStep(2)];
+  assert.deepEqual(report.rows.map((row) => row.medianStepSec), [m1, m2]);
+  assert.ok(Math.abs(report.rows[1]!.speedup - m1 / m2) < 1e-9, 'speedup of 2 workers over 1');
   for (const row of report.rows) {
     assert.equal(row.steps, 3 * 72);
     assert.ok(row.bytesPerStep > 0 && row.medianStepSec > 0 && row.finalValLoss! > 0);
@@ -63,6 +70,7 @@ test('compare --quick on 1 and 2 workers: every file, coinciding curves, real PN
   assert.ok(md.includes('| 1 worker |') && md.includes('| 2 workers |') && md.includes('![loss-vs-time](loss-vs-time.png)'), md);
 
   const [one, two] = [1, 2].map((w) => readRun(join(out, `workers-${w}`)).evals);
+  assert.ok(one!.length > 0);
   assert.equal(one!.length, two!.length);
   one!.forEach((e, i) => {
     const o = two![i]!;
@@ -74,6 +82,12 @@ test('compare --quick on 1 and 2 workers: every file, coinciding curves, real PN
   assert.equal(again.status, 0, again.stderr);
   assert.match(again.stdout, /\[run 1\/2, 1 worker\] reusing the finished run/);
   assert.match(again.stdout, /\[run 2\/2, 2 workers\] reusing the finished run/);
+  const text = readFileSync(VERDICT, 'utf8');
+  const edited = join(out, '..', 'edited.txt');
+  writeFileSync(edited, `${text.slice(0, 200)}${text.slice(200, 210).toUpperCase()}${text.slice(210)}`);
+  const otherData = cli(['compare', '--quick', '--workers', '1,2', '--out', out, '--data', edited]);
+  assert.equal(otherData.status, 2, 'runs trained on other data are not reused');
+  assert.match(otherData.stderr, /workers-1 was trained on other data than --data gives now; pass --force to recompute/);
 
   const elsewhere = join(out, 'again');
   const rep = cli(['report', join(out, 'workers-1'), join(out, 'workers-2'), '--out', elsewhere]);

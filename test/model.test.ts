@@ -119,10 +119,9 @@ for (const provider of PROVIDERS) test(`${provider}: a block's hand-written back
     // The block's parameters as tf.grads arguments, in layout order.
     const fromList = (ps: tf.Tensor[]) => { let i = 0; return mapBlock(block, () => ps[i++]!); };
     const auto = tf.grads((xi, ...ps) => blockForward(xi as tf.Tensor2D, fromList(ps), s, bias, masks))([x, ...params], dy);
-    const { y, acts } = blockForwardSaving(x, block, s, bias, masks);
+    const { acts } = blockForwardSaving(x, block, s, bias, masks);
     const ours = blockBackward(dy, block, s, masks, acts);
     disposeActivations(acts);
-    assert.ok(maxRelativeDifference(y.dataSync(), blockForward(x, block, s, bias, masks).dataSync()) === 0);
     [ours.dx, ...blockList(ours.grads)].forEach((g, i) => {
       const d = maxRelativeDifference(g.dataSync(), auto[i]!.dataSync());
       assert.ok(d < 1e-5, `gradient ${i}: ${d}`);
@@ -162,7 +161,8 @@ for (const [provider, rate] of PROVIDERS.flatMap((p) => [[p, 0], [p, 0.3]] as co
     forwardBackward(layout, m, flat, batch, plan, recomputed, undefined, 0);
     disposeWeights(m);
     assert.deepEqual(recomputed, grad, 'recomputing every block gives the same gradient');
-    assert.ok(Math.abs(result.sampleLoss.reduce((a, b) => a + b, 0) - lossAt(flat)) < 1e-3, 'forward losses agree');
+    // Without dropout, lossAt takes the inference path: an independent forward.
+    if (!plan) assert.ok(Math.abs(result.sampleLoss.reduce((a, b) => a + b, 0) - lossAt(flat)) < 1e-3, 'forward losses agree');
     const rng = new Rng(9);
     const eps = 1e-2;
     for (const spec of layout.params) {

@@ -2,9 +2,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createTokenFile, readTokenFile } from '../comm/auth.js';
-import { PIECE_FLOATS } from '../comm/frames.js';
+import { CONTROL_BYTES, PIECE_FLOATS, sampleBytes } from '../comm/frames.js';
 import type { WireFormat } from '../comm/protocol.js';
 import { NodeServer } from '../comm/server.js';
+import type { RunConfig } from '../model/config.js';
 import type { ParamLayout } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
 
@@ -34,6 +35,14 @@ export function parseListen(value: string): { host: string; port: number } {
 }
 
 /** Checks the remote-node flags before anything is created. */
+/** With nodes, a whole batch's tokens must fit in one task message. */
+export function checkBatchFitsTask(config: RunConfig): void {
+  const taskBytes = config.training.batchSize * sampleBytes(config.model.contextLength);
+  if (taskBytes > CONTROL_BYTES) {
+    throw new UsageError(`a batch of ${config.training.batchSize} x ${config.model.contextLength} tokens does not fit in one task message to a node (${taskBytes} bytes, at most ${CONTROL_BYTES}); use a smaller --batch-size`);
+  }
+}
+
 export function checkListenArgs(args: ListenArgs): void {
   if (args.listen) parseListen(args.listen);
   else {

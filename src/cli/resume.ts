@@ -12,6 +12,7 @@ import { buildLayout, type ParamLayout } from '../model/layout.js';
 import { checkTrainingMemory } from '../model/memory.js';
 import { UsageError } from '../util/errors.js';
 import { loadConfig, prepareData, type TrainingOverrides } from './common.js';
+import { checkBatchFitsTask } from './listen.js';
 import { checkWorkerCount } from './options.js';
 
 /** Everything a run needs, validated before any thread starts. */
@@ -97,6 +98,7 @@ export async function resumeRun(args: ResumeArgs): Promise<RunSetup> {
   const config = { model: state.config.model, training: { ...state.config.training, ...(args.epochs ? { epochs: args.epochs } : {}) } };
   if (args.workers !== undefined) checkWorkerCount(args.workers, config.training.batchSize);
   checkTrainingMemory(config, args.workers ?? (args.listen ? 0 : availableParallelism()), args.backend);
+  if (args.listen) checkBatchFitsTask(config);
   const source = await loadVerdict(args.data);
   if (source.text.length !== state.dataCharacters) {
     throw new UsageError(`the data has ${source.text.length} characters but the run was trained on ${state.dataCharacters}`);

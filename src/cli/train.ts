@@ -3,7 +3,6 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadWeightsFile, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { Cluster } from '../comm/cluster.js';
-import { CONTROL_BYTES, sampleBytes } from '../comm/frames.js';
 import type { MemberEvent, MemberInfo, MemberStep } from '../comm/group.js';
 import type { StepRecord } from '../coordinator/metrics.js';
 import { median } from '../math/stats.js';
@@ -21,7 +20,7 @@ import { writeChart } from '../report/render.js';
 import { Interrupted, UsageError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import { DEFAULT_CONFIG, loadConfig, prepareData, prepareOutDir, resolveConfigPath, type TrainingOverrides } from './common.js';
-import { checkListenArgs, startListening, type ListenArgs } from './listen.js';
+import { checkBatchFitsTask, checkListenArgs, startListening, type ListenArgs } from './listen.js';
 import { checkWorkerCount } from './options.js';
 import { resumeRun, type RunSetup } from './resume.js';
 
@@ -65,10 +64,7 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
   const config = loadConfig(configName, { epochs, lr, weightDecay, batchSize, seed, evalFreq, evalIter });
   if (args.workers !== undefined) checkWorkerCount(args.workers, config.training.batchSize);
   checkTrainingMemory(config, args.workers ?? (args.listen ? 0 : availableParallelism()), args.backend);
-  const taskBytes = config.training.batchSize * sampleBytes(config.model.contextLength);
-  if (args.listen && taskBytes > CONTROL_BYTES) {
-    throw new UsageError(`a batch of ${config.training.batchSize} x ${config.model.contextLength} tokens does not fit in one task message to a node (${taskBytes} bytes, at most ${CONTROL_BYTES}); use a smaller --batch-size`);
-  }
+  if (args.listen) checkBatchFitsTask(config);
   const source = await loadVerdict(args.data);
   const data = prepareData(source.text, config);
   const layout = buildLayout(config.model);
