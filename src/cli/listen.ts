@@ -34,7 +34,6 @@ export function parseListen(value: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
-/** Checks the remote-node flags before anything is created. */
 /** With nodes, a whole batch's tokens must fit in one task message. */
 export function checkBatchFitsTask(config: RunConfig): void {
   const taskBytes = config.training.batchSize * sampleBytes(config.model.contextLength);
@@ -43,6 +42,7 @@ export function checkBatchFitsTask(config: RunConfig): void {
   }
 }
 
+/** Checks the remote-node flags before anything is created. */
 export function checkListenArgs(args: ListenArgs): void {
   if (args.listen) parseListen(args.listen);
   else {

@@ -8,6 +8,7 @@ import { KERNEL_CHOICES, type KernelChoice } from '../model/provider.js';
 import { errorMessage, Interrupted, UsageError } from '../util/errors.js';
 import { reportTable } from '../report/compare-report.js';
 import { runCompare, runReport } from './compare.js';
+import { runDashboard } from './dashboard.js';
 import { evaluateCheckpoint } from './evaluate.js';
 import { generateText } from './generate.js';
 import { inspect } from './inspect.js';
@@ -64,6 +65,7 @@ function trainOptions(y: Argv) {
     'tls-cert': { type: 'string', group: 'Remote nodes:', describe: 'serve wss:// with this PEM certificate (with --tls-key)' },
     'tls-key': { type: 'string', group: 'Remote nodes:', describe: 'the PEM private key of --tls-cert' },
     'checksum-every': { type: 'number', group: 'Remote nodes:', default: 10, describe: 'compare the nodes\' weights with the coordinator\'s every N steps (0: never)', coerce: nonNegativeInt('checksum-every') },
+    dashboard: { type: 'string', describe: 'serve a live dashboard of this run at [HOST:]PORT (HOST 127.0.0.1 unless given; beyond loopback it asks for the run\'s token)' },
     'piece-floats': { type: 'number', hidden: true, coerce: positiveInt('piece-floats') },
     fault: { type: 'string', hidden: true },
   });
@@ -80,7 +82,7 @@ export function buildCli(argv: string[]) {
         seed: a.seed, evalFreq: a['eval-freq'], evalIter: a['eval-iter'], resume: a.resume, initFrom: a['init-from'],
         checkpointEvery: a['checkpoint-every'], fault: a.fault, listen: a.listen, nodes: a.nodes, tokenFile: a['token-file'],
         wire: a.wire, waitTimeout: a['wait-timeout'], heartbeatTimeout: a['heartbeat-timeout'], tlsCert: a['tls-cert'], tlsKey: a['tls-key'],
-        checksumEvery: a['checksum-every'], pieceFloats: a['piece-floats'], force: a.force,
+        checksumEvery: a['checksum-every'], pieceFloats: a['piece-floats'], force: a.force, dashboard: a.dashboard,
       }, log);
       if (run.interrupted) process.exitCode = 130;
     })
@@ -147,10 +149,19 @@ export function buildCli(argv: string[]) {
       }), async (a) => {
       log(reportTable(await runReport(a.runs as string[], a.out, a['target-loss'] ?? 2)));
     })
+    .command('dashboard <runs..>', 'serve a live dashboard of run directories, finished or running, overlaid', (y) => y
+      .positional('runs', { type: 'string', array: true, demandOption: true, describe: 'run directories' })
+      .options({
+        host: { type: 'string', default: '127.0.0.1', describe: 'address to listen on (beyond loopback, --token-file is required)' },
+        port: { type: 'number', default: 6006, describe: 'port (0: any free one)', coerce: nonNegativeInt('port') },
+        'token-file': { type: 'string', describe: 'the secret a browser signs in with (required with a non-loopback --host)' },
+      }), async (a) => {
+      await runDashboard({ runs: a.runs as string[], host: a.host, port: a.port ?? 6006, tokenFile: a['token-file'] }, log);
+    })
     .command('inspect', 'print model and data sizes as JSON', (y) => y.options(dataOptions), async (a) => {
       log(JSON.stringify(await inspect({ config: a.config, data: a.data })));
     })
-    .demandCommand(1, 'name a command: train, worker, evaluate, generate, compare, report or inspect')
+    .demandCommand(1, 'name a command: train, worker, evaluate, generate, compare, report, dashboard or inspect')
     .strict()
     .check(checkSingleValues(['runs']))
     .help()

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { loadWeightsFile, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { Cluster } from '../comm/cluster.js';
 import type { MemberEvent, MemberInfo, MemberStep } from '../comm/group.js';
@@ -22,6 +22,7 @@ import { writeFileAtomic } from '../util/files.js';
 import { DEFAULT_CONFIG, loadConfig, prepareData, prepareOutDir, resolveConfigPath, type TrainingOverrides } from './common.js';
 import { checkBatchFitsTask, checkListenArgs, startListening, type ListenArgs } from './listen.js';
 import { checkWorkerCount } from './options.js';
+import { dashboardForRun, parseDashboardAddress } from './dashboard.js';
 import { resumeRun, type RunSetup } from './resume.js';
 
 export interface TrainArgs extends TrainingOverrides, ListenArgs {
@@ -41,6 +42,8 @@ export interface TrainArgs extends TrainingOverrides, ListenArgs {
   checkpointEvery?: number;
   /** Accept a non-empty --out that holds no run (its files are kept). */
   force?: boolean;
+  /** Serve a live dashboard of the run at [HOST:]PORT. */
+  dashboard?: string;
   /** Test hook passed to the worker threads (see worker/thread.ts). */
   fault?: string;
 }
@@ -55,6 +58,7 @@ const GiB = 2 ** 30;
 /** Everything a run needs, validated before any thread starts: a new run or a resumed one. */
 async function setUp(args: TrainArgs): Promise<RunSetup> {
   checkListenArgs(args);
+  if (args.dashboard !== undefined) parseDashboardAddress(args.dashboard);
   if (args.workers === 0 && !args.listen) throw new UsageError('--workers 0 needs --listen (remote nodes to do the work)');
   // A provider that cannot run is refused before anything is created (local workers only).
   if ((args.workers ?? (args.listen ? 0 : 1)) > 0) resolveKernels(args.kernels ?? 'auto');
@@ -113,6 +117,9 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
   const { config, layout, data, outDir } = run;
   const tc = config.training;
   const server = args.listen ? await startListening(args, layout, outDir, log) : undefined;
+  const total = totalSteps(config, data.train.size, args.maxSteps ?? null);
+  const dashboard = args.dashboard === undefined ? null
+    : await dashboardForRun(args.dashboard, { dir: outDir, label: basename(resolve(outDir)), totalSteps: total }, args.tokenFile, log);
   const stop = new AbortController();
   const group = new Cluster({
     layout, backend: args.backend, kernels: args.kernels ?? 'auto', localWorkers: args.workers ?? (args.listen ? 0 : availableParallelism()), slots: run.slots, maxSlots: tc.batchSize,
@@ -142,7 +149,6 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
     const kernels = new Set(group.members().map((m) => m.kernels));
     if (kernels.size > 1) log(`warning: the workers run different kernels (${[...kernels].join('; ')}): placements then differ in the last bits`);
     const stepsPerEpoch = Math.floor(data.train.size / tc.batchSize);
-    const total = totalSteps(config, data.train.size, args.maxSteps ?? null);
     log(`gpt-ddp: ${run.configName}, ${layout.totalSize.toLocaleString('en-US')} parameters, backend ${backend}, ${group.description()}; kernels: ${[...kernels].join('; ')}`);
     log(`data: ${run.source.origin}: ${data.characters} characters, ${data.trainTokens.length} train / ${data.valTokens.length} val tokens, ` +
       `${stepsPerEpoch} steps of ${tc.batchSize} x ${config.model.contextLength} tokens per epoch, ${tc.epochs} epochs`);
@@ -206,5 +212,6 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await group.close(reason);
+    await dashboard?.close();
   }
 }

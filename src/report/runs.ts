@@ -3,6 +3,7 @@ import { basename, join } from 'node:path';
 import type { EvalRecord, MetricRecord, StepRecord } from '../coordinator/metrics.js';
 import { median } from '../math/stats.js';
 import { UsageError } from '../util/errors.js';
+import { PHASES, type Phase } from './specs.js';
 
 /** What a finished run directory says about itself (summary.json and metrics.jsonl). */
 export interface RunData {
@@ -57,11 +58,6 @@ export function readRun(dir: string): RunData {
   return { dir, summary: summary as unknown as RunSummary, steps, evals: records.filter((r): r is EvalRecord => r?.type === 'eval') };
 }
 
-/** Consecutive phases of a step: they add up to its time (the reduction overlaps compute and waiting). */
-export type Phase = 'computeSec' | 'waitSec' | 'optimizerSec' | 'publishSec';
-export const PHASES: Array<[Phase, string]> = [
-  ['computeSec', 'compute'], ['waitSec', 'waiting'], ['optimizerSec', 'optimizer'], ['publishSec', 'publish'],
-];
 
 /** One row of the comparison table. */
 export interface RunRow {
