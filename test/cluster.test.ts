@@ -29,7 +29,10 @@ test('every placement of the same 4 slots computes the same bits as 4 local thre
     for (const s of stepsIn(c.out)) {
       assert.equal(s.members.filter((m) => m.member > 0 && m.slots.length > 0).length, p.nodes.length, `${p.name}: every node worked`);
       assert.deepEqual(s.members.flatMap((m) => m.slots).sort(), [0, 1, 2, 3], `${p.name}: every slot computed once`);
-      for (const m of s.members.filter((x) => x.member > 0)) assert.ok(m.sentBytes > 0 && m.receivedBytes > 0, `${p.name}: node traffic recorded`);
+      for (const m of s.members.filter((x) => x.member > 0)) {
+        assert.ok(m.sentBytes > 0 && m.receivedBytes > 0, `${p.name}: node traffic recorded`);
+        assert.ok(m.lastHeardSec !== undefined && m.lastHeardSec >= 0 && m.lastHeardSec < 20, `${p.name}: node last heard ${m.lastHeardSec} s ago`);
+      }
     }
     assert.equal(members(c.out).filter((m) => m.event === 'join').length, p.nodes.length);
     assert.match(c.stdout.join('\n'), new RegExp(`${p.nodes.length} nodes? \\(`), 'the start line names the nodes');

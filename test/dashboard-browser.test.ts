@@ -43,6 +43,12 @@ test('the dashboard in a browser: the loss curve grows live, shows the logged va
     const evals = evalsIn(live);
     assert.equal(await lossPoints(page, 2 * evals.length), 2 * evals.length);
     assert.deepEqual(await shownLosses(page), [last3(evals.at(-1)!)]);
+    const worker = await page.$$eval('#workers tr', (rows) => rows.slice(1).map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent ?? '')));
+    assert.equal(worker.length, 1);
+    assert.equal(worker[0]![1], 'local threads');
+    assert.match(worker[0]![2]!, /^2 thread\(s\), wasm, .+ optimizer$/, 'threads, backend and kernels of the local threads');
+    assert.equal(worker[0]![3], 'working');
+    assert.equal(worker[0]![4], '0, 1');
 
     const other = join(scratchDir('browser'), 'one-worker');
     await exited(spawnCli(['train', '--config', 'tiny', '--max-steps', '40', '--eval-freq', '5', '--workers', '1', '--out', other]), 0);

@@ -83,6 +83,8 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
 function describeEvent(e: MemberEvent): string {
   const who = `node ${e.member} (${e.host})`;
   switch (e.event) {
+    case 'start':
+      return `local threads: ${e.threads}, backend ${e.backend}, kernels: ${e.kernels}`;
     case 'join':
       return `${who} joined: ${e.threads} thread${e.threads === 1 ? '' : 's'}, backend ${e.backend}, kernels: ${e.kernels}; it works from step ${e.step}`;
     case 'leave':

@@ -128,6 +128,7 @@ export class Cluster implements WorkerGroup {
     if (this.local) {
       const started = await this.pool.start();
       this.backendName = started.backend;
+      this.local.info.backend = started.backend;
       this.local.info.kernels = started.kernels;
     }
     // Without local threads, at least one node must be there to place the slots on.
@@ -306,7 +307,7 @@ export class Cluster implements WorkerGroup {
     if (every > 0 && this.nodes.length > 0 && (step + 1) % every === 0) await this.verifyMirrors(step + 1);
     const t3 = performance.now();
 
-    const members = memberSteps(outcomes, this.nodes.map((n) => ({ id: n.info.id, before: traffic0.get(n.info.id), now: n.traffic() })));
+    const members = memberSteps(outcomes, this.nodes.map((n) => ({ id: n.info.id, before: traffic0.get(n.info.id), now: n.traffic(), silentSec: n.silentSec() })));
     const workerComputeSec = ordered.map((r) => r.computeMs / 1000);
     const computeSec = Math.max(...workerComputeSec);
     const netBytes = members.reduce((n, m) => n + m.sentBytes + m.receivedBytes, 0);

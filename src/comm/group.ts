@@ -33,6 +33,8 @@ export interface MemberStep {
   /** Bytes it sent to and received from the coordinator this step (0 for local threads). */
   sentBytes: number;
   receivedBytes: number;
+  /** Nodes: seconds since the node was last heard from (a ping answered, data drained), at the step's end. */
+  lastHeardSec?: number;
 }
 
 /** Where a step's time went, and what it moved. */
@@ -64,7 +66,8 @@ export interface StepReport extends StepTiming {
 
 /** Joins, departures and reassignments, as they happen. */
 export interface MemberEvent {
-  event: 'join' | 'leave' | 'lost' | 'reassign' | 'waiting' | 'diverged';
+  /** `start`: the local threads as the run (re)starts; the others concern nodes. */
+  event: 'start' | 'join' | 'leave' | 'lost' | 'reassign' | 'waiting' | 'diverged';
   /** The step under way (or the next one). */
   step: number;
   member: number;

@@ -110,6 +110,11 @@ export class RemoteNode implements Member {
     else this.ws.ping();
   }
 
+  /** Seconds since the node last answered a ping or drained what was sent to it. */
+  silentSec(): number {
+    return (performance.now() - this.lastHeard) / 1000;
+  }
+
   traffic(): { sent: number; received: number } {
     return { sent: this.sent, received: this.received };
   }

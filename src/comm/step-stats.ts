@@ -21,7 +21,7 @@ type Traffic = { sent: number; received: number };
  * task's round trip, and (nodes) the bytes it sent and received, from the coordinator's counters
  * before and after the step.
  */
-export function memberSteps(outcomes: Array<TaskOutcome<SlotStats>>, nodes: Array<{ id: number; before?: Traffic; now: Traffic }>): MemberStep[] {
+export function memberSteps(outcomes: Array<TaskOutcome<SlotStats>>, nodes: Array<{ id: number; before?: Traffic; now: Traffic; silentSec: number }>): MemberStep[] {
   const byMember = new Map<number, MemberStep>();
   const entry = (id: number) => byMember.get(id) ?? { member: id, slots: [], computeSec: 0, waitSec: 0, sentBytes: 0, receivedBytes: 0 };
   for (const o of outcomes) {
@@ -39,6 +39,7 @@ export function memberSteps(outcomes: Array<TaskOutcome<SlotStats>>, nodes: Arra
     // The node's view: what it sent is what the coordinator received.
     m.sentBytes = n.now.received - before.received;
     m.receivedBytes = n.now.sent - before.sent;
+    m.lastHeardSec = n.silentSec;
     byMember.set(n.id, m);
   }
   return [...byMember.values()].sort((a, b) => a.member - b.member);

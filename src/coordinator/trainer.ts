@@ -101,7 +101,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   // A run killed before its first periodic checkpoint can then still be resumed, not only restarted.
   if (start.step === 0) save();
   for (const m of group.members()) {
-    if (m.kind === 'node') metrics.write({ type: 'member', event: 'join', step: start.step, member: m.id, host: m.host, threads: m.threads, backend: m.backend, kernels: m.kernels, elapsedSec: elapsed() });
+    metrics.write({ type: 'member', event: m.kind === 'node' ? 'join' : 'start', step: start.step, member: m.id, host: m.host, threads: m.threads, backend: m.backend, kernels: m.kernels, elapsedSec: elapsed() });
   }
   group.onEvent((e) => {
     const record: MemberRecord = { type: 'member', ...e, elapsedSec: elapsed() };

@@ -25,7 +25,7 @@ export const PAGE = `<!doctype html>
   <section><h2>Loss <label>against <select id="x"><option value="step">step</option><option value="tokens">tokens seen</option><option value="time">wall time</option></select></label></h2><div id="loss"></div></section>
   <section><h2>Step time by phase (median of the last 20 steps)</h2><div id="phases"></div></section>
 </div>
-<h2>Workers (last step)</h2>
+<h2>Workers (figures of the last step)</h2>
 <table id="workers"></table>
 <div class="grid">
   <section><h2>Membership</h2><div id="events"></div></section>

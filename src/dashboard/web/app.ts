@@ -72,25 +72,48 @@ function lossPoints(): LossPoint[] {
   ]));
 }
 
+/** Each member's joining record and its state, from the membership records. */
+function membership(list: MetricRecord[]): { info: Map<number, MemberRecord>; state: Map<number, string> } {
+  const info = new Map<number, MemberRecord>();
+  const state = new Map<number, string>();
+  for (const e of ofType(list, 'member')) {
+    if (e.event === 'start' || e.event === 'join') {
+      info.set(e.member, e);
+      state.set(e.member, 'working');
+    } else if (e.event === 'leave') {
+      state.set(e.member, 'left');
+    } else if (e.event === 'lost' || e.event === 'diverged') {
+      state.set(e.member, 'lost');
+    }
+  }
+  return { info, state };
+}
+
 function workersTable(): string {
   const rows = runs.flatMap((run) => {
     const list = records[run.id]!;
     const last = ofType(list, 'step').at(-1);
-    const joined = new Map(ofType(list, 'member').filter((m) => m.event === 'join').map((m) => [m.member, m]));
-    return (last?.members ?? []).map((m) => {
-      const info = joined.get(m.member);
-      const who = m.member === 0 ? 'local threads' : `node ${m.member} (${info?.host ?? '?'})`;
-      const share = last && last.stepSec > 0 ? `${((100 * m.computeSec) / last.stepSec).toFixed(0)}%` : '–';
-      return `<tr><td>${text(run.label)}</td><td>${text(who)}</td><td>${info ? `${info.threads} thread(s), ${text(info.backend ?? '?')}, ${text(info.kernels ?? '?')}` : ''}</td>` +
-        `<td>${m.slots.join(', ')}</td><td class="num">${m.computeSec.toFixed(2)} s</td><td class="num">${share}</td>` +
-        `<td class="num">${megabytes(m.sentBytes)}</td><td class="num">${megabytes(m.receivedBytes)}</td></tr>`;
+    const { info, state } = membership(list);
+    const inLast = new Map((last?.members ?? []).map((m) => [m.member, m]));
+    const ids = [...new Set([...info.keys(), ...inLast.keys()])].sort((a, b) => a - b);
+    return ids.map((id) => {
+      const m = inLast.get(id);
+      const i = info.get(id);
+      const who = id === 0 ? 'local threads' : `node ${id} (${i?.host ?? '?'})`;
+      const now = state.get(id) ?? 'working';
+      const shown = now === 'working' && (!m || m.slots.length === 0) ? 'idle' : now;
+      const share = m && last && last.stepSec > 0 ? `${((100 * m.computeSec) / last.stepSec).toFixed(0)}%` : '–';
+      const heard = m?.lastHeardSec === undefined ? '–' : `${m.lastHeardSec.toFixed(1)} s ago`;
+      return `<tr><td>${text(run.label)}</td><td>${text(who)}</td><td>${i ? `${i.threads} thread(s), ${text(i.backend ?? '?')}, ${text(i.kernels ?? '?')}` : ''}</td>` +
+        `<td>${shown}</td><td>${m?.slots.join(', ') ?? ''}</td><td class="num">${m ? `${m.computeSec.toFixed(2)} s` : '–'}</td><td class="num">${share}</td>` +
+        `<td class="num">${m ? megabytes(m.sentBytes) : '–'}</td><td class="num">${m ? megabytes(m.receivedBytes) : '–'}</td><td class="num">${heard}</td></tr>`;
     });
   });
-  return '<tr><th>run</th><th>worker</th><th>threads, backend, kernels</th><th>slots</th><th class="num">compute</th><th class="num">share of the step</th>' +
-    `<th class="num">sent</th><th class="num">received</th></tr>${rows.join('')}`;
+  return '<tr><th>run</th><th>worker</th><th>threads, backend, kernels</th><th>state</th><th>slots</th><th class="num">compute</th>' +
+    `<th class="num">share of the step</th><th class="num">sent</th><th class="num">received</th><th class="num">last heard</th></tr>${rows.join('')}`;
 }
 
-const memberLine = (run: RunInfo, m: MemberRecord) => `${run.label}, step ${m.step}: node ${m.member} (${m.host}) ${m.event}${m.reason ? `: ${m.reason}` : ''}`;
+const memberLine = (run: RunInfo, m: MemberRecord) => `${run.label}, step ${m.step}: ${m.member === 0 ? 'local threads' : `node ${m.member} (${m.host})`} ${m.event}${m.reason ? `: ${m.reason}` : ''}`;
 const sampleLine = (run: RunInfo, s: SampleRecord) => `${run.label}, epoch ${s.epoch}: ${s.text}`;
 
 let pending = false;
