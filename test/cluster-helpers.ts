@@ -127,6 +127,11 @@ export function assertSameRun(a: string, b: string, what: string): void {
   assert.deepEqual(evalsIn(a).map(strip), evalsIn(b).map(strip), `${what}: evaluations differ`);
 }
 
+/** The URL a `train --dashboard` or `dashboard` process prints. */
+export async function dashboardUrl(p: Proc): Promise<string> {
+  return /(http:\/\/\S+\/)/.exec(await p.line(/dashboard.*http:\/\//))![1]!;
+}
+
 /** The undisturbed reference: the same run on local threads only. */
 export async function referenceRun(threads: number, args: string[] = RUN): Promise<string> {
   const out = join(tmp('ref'), 'run');

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
 import { chromium, type Page } from 'playwright-core';
 import type { EvalRecord } from '../src/coordinator/metrics.js';
-import { evalsIn, exited, killAll, spawnCli, type Proc } from './cluster-helpers.js';
+import { dashboardUrl, evalsIn, exited, killAll, spawnCli } from './cluster-helpers.js';
 import { scratchDir } from './helpers.js';
 
 afterEach(killAll);
@@ -12,10 +12,6 @@ afterEach(killAll);
 /** Debian's chromium (.ci/run installs it); the flags keep it off a network this machine does not have. */
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-async function dashboardUrl(p: Proc): Promise<string> {
-  return /(http:\/\/\S+\/)/.exec(await p.line(/dashboard.*http:\/\//))![1]!;
-}
 
 /** The page's count of loss points, once it is at least `atLeast`. */
 async function lossPoints(page: Page, atLeast: number): Promise<number> {

@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
 import { createTokenFile } from '../src/comm/auth.js';
-import { exited, killAll, records, spawnCli, type Proc } from './cluster-helpers.js';
+import { dashboardUrl, exited, killAll, records, spawnCli } from './cluster-helpers.js';
 import { CLI, scratchDir, VERDICT } from './helpers.js';
 
 afterEach(killAll);
@@ -64,10 +64,6 @@ function follow(url: string, cookie?: string): Stream {
 }
 
 const recordsOf = (s: Stream, run: number) => s.events.filter((e) => e.run === run).flatMap((e) => e.records);
-
-async function dashboardUrl(p: Proc): Promise<string> {
-  return /(http:\/\/\S+\/)/.exec(await p.line(/dashboard.*http:\/\//))![1]!;
-}
 
 test('train --dashboard serves the page and pushes every record of metrics.jsonl as the run goes', async () => {
   const out = join(scratchDir('dash'), 'run');

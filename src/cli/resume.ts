@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { loadCheckpoint, readTrainerState, TRAINER_FILE, type TrainerState } from '../checkpoint/checkpoint.js';
 import type { Position } from '../coordinator/trainer.js';
@@ -9,11 +8,9 @@ import type { AdamWMoments } from '../math/adamw.js';
 import type { RunConfig, TrainingConfig } from '../model/config.js';
 import type { BackendChoice } from '../model/backend.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
-import { checkTrainingMemory } from '../model/memory.js';
 import { UsageError } from '../util/errors.js';
 import { loadConfig, prepareData, type TrainingOverrides } from './common.js';
-import { checkBatchFitsTask } from './listen.js';
-import { checkWorkerCount } from './options.js';
+import { checkRunFits } from './run-checks.js';
 
 /** Everything a run needs, validated before any thread starts. */
 export interface RunSetup {
@@ -96,9 +93,7 @@ export async function resumeRun(args: ResumeArgs): Promise<RunSetup> {
     throw new UsageError(`--epochs ${args.epochs} is fewer than the ${state.epoch} epochs the resumed run has done`);
   }
   const config = { model: state.config.model, training: { ...state.config.training, ...(args.epochs ? { epochs: args.epochs } : {}) } };
-  if (args.workers !== undefined) checkWorkerCount(args.workers, config.training.batchSize);
-  checkTrainingMemory(config, args.workers ?? (args.listen ? 0 : availableParallelism()), args.backend);
-  if (args.listen) checkBatchFitsTask(config);
+  checkRunFits(config, args);
   const source = await loadVerdict(args.data);
   if (source.text.length !== state.dataCharacters) {
     throw new UsageError(`the data has ${source.text.length} characters but the run was trained on ${state.dataCharacters}`);

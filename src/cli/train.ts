@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { availableParallelism } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { loadWeightsFile, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { Cluster } from '../comm/cluster.js';
@@ -13,15 +12,14 @@ import { loadVerdict } from '../data/verdict.js';
 import type { BackendChoice } from '../model/backend.js';
 import { resolveKernels, type KernelChoice } from '../model/provider.js';
 import { initParams } from '../model/init.js';
-import { checkTrainingMemory } from '../model/memory.js';
 import { buildLayout } from '../model/layout.js';
 import { lossPlotSpec } from '../report/loss-plot.js';
 import { writeChart } from '../report/render.js';
 import { Interrupted, UsageError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import { DEFAULT_CONFIG, loadConfig, prepareData, prepareOutDir, resolveConfigPath, type TrainingOverrides } from './common.js';
-import { checkBatchFitsTask, checkListenArgs, startListening, type ListenArgs } from './listen.js';
-import { checkWorkerCount } from './options.js';
+import { checkListenArgs, startListening, type ListenArgs } from './listen.js';
+import { checkRunFits, localThreads } from './run-checks.js';
 import { dashboardForRun, parseDashboardAddress } from './dashboard.js';
 import { resumeRun, type RunSetup } from './resume.js';
 
@@ -61,14 +59,12 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
   if (args.dashboard !== undefined) parseDashboardAddress(args.dashboard);
   if (args.workers === 0 && !args.listen) throw new UsageError('--workers 0 needs --listen (remote nodes to do the work)');
   // A provider that cannot run is refused before anything is created (local workers only).
-  if ((args.workers ?? (args.listen ? 0 : 1)) > 0) resolveKernels(args.kernels ?? 'auto');
+  if (localThreads(args) > 0) resolveKernels(args.kernels ?? 'auto');
   const { epochs, lr, weightDecay, batchSize, seed, evalFreq, evalIter } = args;
   if (args.resume) return resumeRun({ ...args, resume: args.resume });
   const configName = resolveConfigPath(args.config ?? DEFAULT_CONFIG);
   const config = loadConfig(configName, { epochs, lr, weightDecay, batchSize, seed, evalFreq, evalIter });
-  if (args.workers !== undefined) checkWorkerCount(args.workers, config.training.batchSize);
-  checkTrainingMemory(config, args.workers ?? (args.listen ? 0 : availableParallelism()), args.backend);
-  if (args.listen) checkBatchFitsTask(config);
+  checkRunFits(config, args);
   const source = await loadVerdict(args.data);
   const data = prepareData(source.text, config);
   const layout = buildLayout(config.model);
@@ -124,7 +120,7 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
     : await dashboardForRun(args.dashboard, { dir: outDir, label: basename(resolve(outDir)), totalSteps: total }, args.tokenFile, log);
   const stop = new AbortController();
   const group = new Cluster({
-    layout, backend: args.backend, kernels: args.kernels ?? 'auto', localWorkers: args.workers ?? (args.listen ? 0 : availableParallelism()), slots: run.slots, maxSlots: tc.batchSize,
+    layout, backend: args.backend, kernels: args.kernels ?? 'auto', localWorkers: localThreads(args), slots: run.slots, maxSlots: tc.batchSize,
     server, nodes: args.nodes, wire: args.wire, pieceFloats: args.pieceFloats, waitTimeoutSec: args.waitTimeout,
     checksumEvery: args.checksumEvery, fault: args.fault ?? null, stop: stop.signal,
   });
