@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { controlFrame, decodeFrame, denseFrame, denseValues, FRAME, ProtocolError, rowsFrame, rowValues } from '../src/comm/frames.js';
+import { controlFrame, decodeFrame, denseFrame, denseValues, FRAME, framePool, HEADER_BYTES, ProtocolError, rowsFrame, rowValues } from '../src/comm/frames.js';
 import { parseCoordinatorMessage, parseNodeMessage } from '../src/comm/messages.js';
 import { StepReducer } from '../src/comm/reducer.js';
 import { assignSlots, reassignSlots } from '../src/math/assign.js';
@@ -152,6 +152,32 @@ test('frames: dense (fp32, bf16) and rows round trip; malformed frames are refus
     assert.throws(() => decodeFrame(bad), ProtocolError);
   }
   assert.throws(() => decodeFrame(Buffer.from([FRAME.control, 0x92, 0x01])), /undecodable/);
+});
+
+test('frame pool: frames built in reused memory decode like fresh ones; only its own buffers come back', () => {
+  const pool = framePool(8);
+  const first = pool.take();
+  assert.equal(first.byteLength, HEADER_BYTES + 32);
+  const a = Float32Array.from([1, 2, 3]);
+  const frame = denseFrame({ type: FRAME.partial, wire: 'fp32', a: 5, b: 0, c: 1, d: 2, e: 0 }, a, first);
+  assert.equal(frame.buffer, first, 'built in the pool memory');
+  assert.equal(frame.length, HEADER_BYTES + 12);
+  pool.give(first);
+  assert.equal(pool.take(), first, 'given back, taken again');
+  const b = Float32Array.from([-4, 5]);
+  const again = decodeFrame(denseFrame({ type: FRAME.reduced, wire: 'bf16', a: 6, b: 0, c: 0, d: 1, e: 0 }, b, first));
+  assert.ok(again.type === FRAME.reduced);
+  assert.deepEqual([again.header.a, again.header.d, again.header.f], [6, 1, 2], 'no trace of the earlier frame in the header');
+  assert.deepEqual(denseValues(again.header, again.payload, 2, 'bf16'), b);
+  assert.throws(() => denseFrame({ type: FRAME.partial, wire: 'fp32', a: 0, b: 0, c: 1, d: 0, e: 0 }, new Float32Array(9), first), /do not fit/);
+  const copy = pool.copy(a);
+  assert.deepEqual(copy, a);
+  assert.notEqual(copy.buffer, first, 'a second buffer while the first is out');
+  pool.give(new ArrayBuffer(HEADER_BYTES + 33));
+  pool.give(new SharedArrayBuffer(HEADER_BYTES + 32));
+  pool.give(copy.buffer);
+  assert.equal(pool.take(), copy.buffer);
+  assert.equal(pool.take().byteLength, HEADER_BYTES + 32, 'buffers of another size or kind are not kept');
 });
 
 test('control messages are checked field by field', () => {

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// First: V8 reads it at its first collection.
+import '../util/heap.js';
 import { availableParallelism } from 'node:os';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';

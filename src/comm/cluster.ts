@@ -9,7 +9,7 @@ import type { KernelChoice } from '../model/provider.js';
 import type { ParamLayout } from '../model/layout.js';
 import { WorkerError, type MemberEvent, type MemberInfo, type StepReport, type StepRequest, type WorkerGroup } from './group.js';
 import { LocalMember, type Member } from './member.js';
-import { PIECE_FLOATS, reducedFrame, reducedRowsFrames } from './frames.js';
+import { framePool, PIECE_FLOATS, reducedFrame, reducedRowsFrames, type FramePool } from './frames.js';
 import type { Sample, SlotStats, WireFormat } from './protocol.js';
 import { StepReducer } from './reducer.js';
 import { localBytes, memberSteps, type TaskOutcome } from './step-stats.js';
@@ -65,6 +65,8 @@ export class Cluster implements WorkerGroup {
   private readonly listeners: Array<(e: MemberEvent) => void> = [];
   private readonly wire: WireFormat;
   private readonly pieces: Piece[];
+  /** Memory for the nodes' partial sums while they wait for their piece's sum, and for the frames of the sums. */
+  private readonly frames: FramePool;
   /** The step under way and what of its reduced gradient the nodes already have (for late joiners). */
   private current: { step: number; pieces: Piece[]; rows: SparseRows | null } | null = null;
 
@@ -76,6 +78,7 @@ export class Cluster implements WorkerGroup {
       pieceFloats: opts.pieceFloats ?? PIECE_FLOATS, fault: opts.fault ?? null,
     });
     this.pieces = this.pool.pieces;
+    this.frames = framePool(this.pool.pieceFloats);
     this.local = localWorkers > 0
       ? new LocalMember({ id: 0, kind: 'local', host: 'local', threads: localWorkers, backend: opts.backend, kernels: opts.kernels }, this.pool)
       : null;
@@ -267,13 +270,17 @@ export class Cluster implements WorkerGroup {
     const current = { step, pieces: [] as Piece[], rows: null as SparseRows | null };
     this.current = current;
     let reduceMs = 0;
+    // The nodes' partials of each piece, in pool memory until the piece is summed.
+    const held = this.pieces.map((): Float32Array[] => []);
     const reducer = new StepReducer(this.slotCount, this.pieces, D, (piece, sum) => {
       if (this.wire === 'bf16') roundToBf16(sum);
       this.pool.reduced.set(sum, piece.start);
       current.pieces.push(piece);
+      for (const h of held[piece.index]!.splice(0)) this.frames.give(h.buffer);
       if (this.nodes.length === 0) return;
-      const frame = reducedFrame(step, piece.index, sum, this.wire);
-      for (const n of this.nodes) n.send(frame);
+      const frame = reducedFrame(step, piece.index, this.pool.reduced.subarray(piece.start, piece.end), this.wire, this.frames.take());
+      let unsent = this.nodes.length;
+      for (const n of this.nodes) n.send(frame, () => --unsent === 0 && this.frames.give(frame.buffer));
     }, (rows) => {
       putRows(tok, rows, D);
       current.rows = rows;
@@ -285,7 +292,13 @@ export class Cluster implements WorkerGroup {
         const r0 = performance.now();
         // Nodes' frames are checked on arrival; our own threads' sums here.
         if (member === this.local && firstNonFinite(p.kind === 'dense' ? p.data : p.rows.values) >= 0) throw divergence(step, slots);
-        reducer.add(task, p);
+        if (member !== this.local && p.kind === 'dense') {
+          const data = this.frames.copy(p.data);
+          held[p.piece]!.push(data);
+          reducer.add(task, { ...p, data });
+        } else {
+          reducer.add(task, p);
+        }
         reduceMs += performance.now() - r0;
       }), (task) => reducer.drop(task));
     if (!reducer.complete) throw new Error(`step ${step}: every slot reported but the reduction is incomplete`);

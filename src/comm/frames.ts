@@ -70,10 +70,43 @@ function writeHeader(buf: Buffer, h: TensorHeader): void {
   [h.a, h.b, h.c, h.d, h.e, h.f, 0].forEach((v, i) => buf.writeUInt32LE(v, 4 + 4 * i));
 }
 
-/** A dense tensor frame: `values` as float32 or rounded to bfloat16. */
-export function denseFrame(h: Omit<TensorHeader, 'f'>, values: Float32Array): Buffer {
+/**
+ * Reusable memory for tensor frames, each of `bytes`. A frame queued on a socket can wait for
+ * seconds (a 1 Gbit/s link needs 4 s for a node's 0.5 GB), so a fresh buffer per frame reaches
+ * V8's old generation, and every 64 MB of such memory starts a full mark of the heap: allocating
+ * each frame anew cost more CPU than moving it. The pool grows to the frames in flight at once.
+ */
+export class FramePool {
+  private readonly free: ArrayBuffer[] = [];
+
+  constructor(readonly bytes: number) {}
+
+  take(): ArrayBuffer {
+    return this.free.pop() ?? new ArrayBuffer(this.bytes);
+  }
+
+  /** Takes back memory from take(); only once nothing reads it any more. */
+  give(buffer: ArrayBufferLike): void {
+    if (buffer.byteLength === this.bytes && buffer instanceof ArrayBuffer) this.free.push(buffer);
+  }
+
+  /** A copy of `values` in pool memory. */
+  copy(values: Float32Array): Float32Array {
+    const out = new Float32Array(this.take(), 0, values.length);
+    out.set(values);
+    return out;
+  }
+}
+
+/** Frame memory for pieces of `pieceFloats` floats. */
+export const framePool = (pieceFloats: number): FramePool => new FramePool(HEADER_BYTES + 4 * pieceFloats);
+
+/** A dense tensor frame: `values` as float32 or rounded to bfloat16, in `into` when given (see FramePool). */
+export function denseFrame(h: Omit<TensorHeader, 'f'>, values: Float32Array, into?: ArrayBuffer): Buffer {
   const bytes = h.wire === 'bf16' ? 2 : 4;
-  const buf = Buffer.allocUnsafe(HEADER_BYTES + values.length * bytes);
+  const size = HEADER_BYTES + values.length * bytes;
+  if (into && into.byteLength < size) throw new Error(`denseFrame: ${size} bytes do not fit in ${into.byteLength}`);
+  const buf = into ? Buffer.from(into, 0, size) : Buffer.allocUnsafe(size);
   writeHeader(buf, { ...h, f: values.length });
   const at = buf.byteOffset + HEADER_BYTES;
   if (h.wire === 'bf16') toBf16(values, new Uint16Array(buf.buffer, at, values.length));
@@ -102,8 +135,8 @@ export function splitRows(rows: SparseRows, perFrame: number, width: number): Sp
 }
 
 /** A piece of a step's reduced gradient, for the nodes. */
-export function reducedFrame(step: number, piece: number, values: Float32Array, wire: WireFormat): Buffer {
-  return denseFrame({ type: FRAME.reduced, wire, a: step, b: 0, c: 0, d: piece, e: 0 }, values);
+export function reducedFrame(step: number, piece: number, values: Float32Array, wire: WireFormat, into?: ArrayBuffer): Buffer {
+  return denseFrame({ type: FRAME.reduced, wire, a: step, b: 0, c: 0, d: piece, e: 0 }, values, into);
 }
 
 /** Rows at most this many to a frame keep every frame within a piece's size. */

@@ -3,8 +3,8 @@ import { hostname } from 'node:os';
 import { WebSocket } from 'ws';
 import { newNonce, proof, proofMatches } from '../comm/auth.js';
 import {
-  controlFrame, decodeFrame, denseFrame, denseValues, FRAME, maxPayload, PIECE_FLOATS, ProtocolError, RowsAssembler, rowsFrame, rowsPerFrame, splitRows,
-  type TensorHeader,
+  controlFrame, decodeFrame, denseFrame, denseValues, FRAME, framePool, maxPayload, PIECE_FLOATS, ProtocolError, RowsAssembler, rowsFrame, rowsPerFrame, splitRows,
+  type FramePool, type TensorHeader,
 } from '../comm/frames.js';
 import { checkSamples, parseCoordinatorMessage } from '../comm/messages.js';
 import { PROTOCOL_VERSION, type CoordinatorMessage, type NodeMessage, type Partial, type WelcomeMessage } from '../comm/protocol.js';
@@ -47,7 +47,9 @@ export async function runNode(args: NodeArgs, log: (line: string) => void): Prom
   }
   if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new UsageError(`--connect must be a ws:// or wss:// URL, got ${args.connect}`);
   const ca = args.ca ? readFileSync(args.ca) : undefined;
-  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS), ca });
+  // A zero masking key: ws then neither copies nor masks each 4 MB frame, nor does the coordinator
+  // unmask it. Masking guards caching proxies against scripts in a browser; this client is none.
+  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS), ca, generateMask: (mask) => mask.fill(0) });
   return new Promise<NodeExit>((resolveExit) => {
     const session = new NodeSession(ws, args, log, resolveExit);
     const onSignal = (signal: string) => session.leave(`stopped by ${signal}`);
@@ -65,6 +67,7 @@ class NodeSession {
   private poolReady: Promise<{ backend: string; kernels: string }> | null = null;
   private welcome: WelcomeMessage | null = null;
   private layout: ParamLayout | null = null;
+  private frames: FramePool | null = null;
   private nonce = newNonce();
   private challenge: Uint8Array | null = null;
   private version = -1;
@@ -211,6 +214,7 @@ class NodeSession {
     this.welcome = m;
     const layout = buildLayout(m.model);
     this.layout = layout;
+    this.frames = framePool(m.pieceFloats);
     this.pool = new ThreadPool({ threads: this.args.threads, layout, backend: this.args.backend, kernels: this.args.kernels, withModel: true, pieceFloats: m.pieceFloats });
     this.poolReady = this.pool.start();
     this.poolReady.catch(() => {});
@@ -262,11 +266,13 @@ class NodeSession {
     checkSamples(m.slots, this.welcome!.model);
     if (m.step !== this.version) throw new ProtocolError(`a task for step ${m.step} while the weights are of step ${this.version}`);
     const { wire, pieceFloats, model } = this.welcome!;
+    const frames = this.frames!;
     const fault = this.faults.forStep(m.step);
     const sink = (p: Partial) => {
       if (!fault.allow(p)) return;
       if (p.kind === 'dense') {
-        this.ws.send(denseFrame({ type: FRAME.partial, wire, a: m.task, b: p.node[0], c: p.node[1], d: p.piece, e: 0 }, p.data));
+        const frame = denseFrame({ type: FRAME.partial, wire, a: m.task, b: p.node[0], c: p.node[1], d: p.piece, e: 0 }, p.data, frames.take());
+        this.ws.send(frame, () => frames.give(frame.buffer));
       } else {
         const parts = splitRows(p.rows, rowsPerFrame(pieceFloats, model.embDim), model.embDim);
         parts.forEach((part, i) => this.ws.send(rowsFrame({ type: FRAME.partialRows, a: m.task, b: p.node[0], c: p.node[1], d: i, e: parts.length }, part)));
