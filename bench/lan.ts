@@ -12,12 +12,15 @@
  *   lan       coordinator in gdb-coord (--nodes 2 --workers 0), a 1-thread node in gdb-n1 and gdb-n2
  *   loopback  the same coordinator and nodes, all on 127.0.0.1 in the root namespace
  *   threads   train --workers 2 (two local threads, no nodes)
- * and prints the lan run's steps and a table of medians. Needs root, ip and tc (iproute2).
+ * and prints the lan run's steps and a table of medians. The busiest link's time is given twice:
+ * for the bytes the nodes' messages hold, and for the bytes the coordinator's link really carried
+ * during the measured steps (tbf's counters: TCP/IP and Ethernet headers included). Needs root,
+ * ip and tc (iproute2).
  *
  * Usage: npm run bench:lan -- [--config gpt2-124m-verdict|tiny] [--steps 5] [--wire fp32|bf16]
  *                             [--data PATH] [--out DIR]
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -26,7 +29,10 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { MetricRecord, StepRecord } from '../src/coordinator/metrics.js';
-import { median } from '../src/math/stats.js';
+import {
+  BenchError, buildLan, commandExists, COORD, coordinatorLinkCounters, NAMESPACES, NODES, removeNamespaces, SHAPING, type Host, type LinkCounters,
+} from './lan-net.js';
+import { figures, printLanSteps, printSummary, summarize, type RunName, type StepFigures, type WireTraffic } from './lan-report.js';
 
 /** The repository root (this file runs as dist/bench/lan.js) and the CLI it starts. */
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -45,8 +51,6 @@ interface Options {
 }
 
 class UsageError extends Error {}
-/** A run failed: the message says which process and shows its output. */
-class BenchError extends Error {}
 
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
@@ -67,89 +71,10 @@ function parseOptions(argv: string[]): Options {
   return { config: values.config!, steps, wire: values.wire, data: values.data, out: values.out };
 }
 
-function commandExists(cmd: string): boolean {
-  try {
-    execFileSync(cmd, ['-V'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function checkPrerequisites(): void {
   if (process.getuid?.() !== 0) throw new UsageError('must run as root (it creates network namespaces)');
   for (const cmd of ['ip', 'tc']) if (!commandExists(cmd)) throw new UsageError(`"${cmd}" (iproute2) is not installed or not on PATH`);
   if (!existsSync(MAIN)) throw new UsageError(`${MAIN} does not exist: run npm run build first`);
-}
-
-// ---------------------------------------------------------------- the emulated LAN
-
-interface Host {
-  ns: string;
-  addr: string;
-}
-
-const SWITCH = 'gdb-sw';
-const BRIDGE = 'gdb-br';
-const COORD: Host = { ns: 'gdb-coord', addr: '198.18.0.1' };
-const NODES: Host[] = [{ ns: 'gdb-n1', addr: '198.18.0.2' }, { ns: 'gdb-n2', addr: '198.18.0.3' }];
-const HOSTS = [COORD, ...NODES];
-/** Every namespace this benchmark makes, and the only ones it ever deletes. */
-const NAMESPACES = [SWITCH, ...HOSTS.map((h) => h.ns)];
-const SHAPING = ['root', 'tbf', 'rate', '1gbit', 'burst', '1mb', 'latency', '10ms'];
-/** 1 Gbit/s in bytes per second. */
-const LINK_BYTES_PER_SEC = 125e6;
-
-/** Runs a command to completion; on failure, throws with the command line and its stderr. */
-function run(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const stderr = (err as { stderr?: string }).stderr?.trim();
-    throw new BenchError(`${cmd} ${args.join(' ')} failed${stderr ? `: ${stderr}` : ''}`);
-  }
-}
-
-function ourNamespaces(): string[] {
-  const listed = run('ip', ['netns', 'list']).split('\n').map((line) => line.split(' ')[0]!);
-  return NAMESPACES.filter((ns) => listed.includes(ns));
-}
-
-/** Deletes our namespaces (their veths and bridge go with them); never throws. */
-function removeNamespaces(): void {
-  for (const ns of ourNamespaces()) {
-    try {
-      run('ip', ['netns', 'delete', ns]);
-    } catch (err) {
-      process.stderr.write(`bench:lan: could not delete namespace ${ns}: ${(err as Error).message}\n`);
-    }
-  }
-}
-
-function shape(ns: string, dev: string): void {
-  run('tc', ['-n', ns, 'qdisc', 'add', 'dev', dev, ...SHAPING]);
-}
-
-/** One host's link: a veth pair created inside the namespaces, the switch end on the bridge. */
-function connect(host: Host): void {
-  const hostEnd = `${host.ns}-h`;
-  const switchEnd = `${host.ns}-s`;
-  run('ip', ['-n', SWITCH, 'link', 'add', switchEnd, 'type', 'veth', 'peer', 'name', hostEnd, 'netns', host.ns]);
-  run('ip', ['-n', SWITCH, 'link', 'set', switchEnd, 'master', BRIDGE, 'up']);
-  run('ip', ['-n', host.ns, 'addr', 'add', `${host.addr}/24`, 'dev', hostEnd]);
-  run('ip', ['-n', host.ns, 'link', 'set', hostEnd, 'up']);
-  shape(SWITCH, switchEnd);
-  shape(host.ns, hostEnd);
-}
-
-function buildLan(): void {
-  for (const ns of NAMESPACES) {
-    run('ip', ['netns', 'add', ns]);
-    run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-  }
-  run('ip', ['-n', SWITCH, 'link', 'add', BRIDGE, 'type', 'bridge']);
-  run('ip', ['-n', SWITCH, 'link', 'set', BRIDGE, 'up']);
-  for (const host of HOSTS) connect(host);
 }
 
 // ---------------------------------------------------------------- processes
@@ -244,13 +169,35 @@ function listeningUrl(coordinator: Proc): Promise<string> {
 
 // ---------------------------------------------------------------- the three runs
 
-type RunName = 'lan' | 'loopback' | 'threads';
-
 function trainArgs(opts: Options, runDir: string): string[] {
   return [
     'train', '--config', opts.config, '--out', runDir, '--max-steps', String(opts.steps + 1),
     '--eval-freq', '1000000', '--eval-iter', '1', ...(opts.data ? ['--data', opts.data] : []),
   ];
+}
+
+/**
+ * Reads the link's counters when the warm-up step's record reaches metrics.jsonl and when the last
+ * measured one does (checked every 5 ms: a 124M step moves about 2 GB in 10 s).
+ */
+function watchLink(runDir: string, steps: number): () => WireTraffic | null {
+  const file = join(runDir, 'metrics.jsonl');
+  let first: LinkCounters | null = null;
+  let last: LinkCounters | null = null;
+  const timer = setInterval(() => {
+    const done = existsSync(file) ? (readFileSync(file, 'utf8').match(/"type":"step"/g) ?? []).length : 0;
+    if (done >= 1 && !first) first = coordinatorLinkCounters();
+    if (done >= steps + 1 && first && !last) {
+      last = coordinatorLinkCounters();
+      clearInterval(timer);
+    }
+  }, 5);
+  return () => {
+    clearInterval(timer);
+    if (!first || !last) return null;
+    const [a, b]: LinkCounters[] = [first, last];
+    return { toCoordinator: (b.toCoordinator - a.toCoordinator) / steps, fromCoordinator: (b.fromCoordinator - a.fromCoordinator) / steps };
+  };
 }
 
 /** A coordinator listening on `coord.addr` with two 1-thread nodes, each in its host's namespace. */
@@ -277,15 +224,26 @@ async function runThreads(opts: Options, runDir: string): Promise<void> {
   }
 }
 
-async function runConfiguration(name: RunName, opts: Options, dir: string): Promise<StepRecord[]> {
+async function runConfiguration(name: RunName, opts: Options, dir: string): Promise<{ steps: StepRecord[]; wire: WireTraffic | null }> {
   const runDir = join(dir, name);
   process.stderr.write(`bench:lan: ${name}: ${opts.config}, ${opts.steps} measured steps after 1 warm-up, run directory ${runDir}\n`);
   const t0 = performance.now();
-  if (name === 'lan') await runWithNodes(name, COORD, NODES, opts, runDir);
-  else if (name === 'loopback') await runWithNodes(name, null, [null, null], opts, runDir);
-  else await runThreads(opts, runDir);
+  let wire: WireTraffic | null = null;
+  if (name === 'lan') {
+    const stopWatch = watchLink(runDir, opts.steps);
+    try {
+      await runWithNodes(name, COORD, NODES, opts, runDir);
+    } finally {
+      wire = stopWatch();
+    }
+    if (!wire) throw new BenchError('the link counters were not read at the start and end of the measured steps');
+  } else if (name === 'loopback') {
+    await runWithNodes(name, null, [null, null], opts, runDir);
+  } else {
+    await runThreads(opts, runDir);
+  }
   process.stderr.write(`bench:lan: ${name} took ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-  return measuredSteps(runDir, opts.steps);
+  return { steps: measuredSteps(runDir, opts.steps), wire };
 }
 
 /** The step records of a run's metrics.jsonl after the warm-up step. */
@@ -295,104 +253,6 @@ function measuredSteps(runDir: string, expected: number): StepRecord[] {
   const steps = records.filter((r): r is StepRecord => r.type === 'step').slice(1);
   if (steps.length !== expected) throw new BenchError(`${runDir}/metrics.jsonl holds ${steps.length} measured steps, expected ${expected}`);
   return steps;
-}
-
-// ---------------------------------------------------------------- figures
-
-interface NodeTraffic {
-  member: number;
-  sent: number;
-  received: number;
-}
-
-interface StepFigures {
-  step: number;
-  stepSec: number;
-  /** The slowest member's compute time. */
-  computeSec: number;
-  nodes: NodeTraffic[];
-  /** Time the coordinator's 1 Gbit/s full-duplex link needs for all nodes' bytes. */
-  linkSec: number;
-}
-
-function figures(r: StepRecord): StepFigures {
-  const nodes = r.members.filter((m) => m.member !== 0).map((m) => ({ member: m.member, sent: m.sentBytes, received: m.receivedBytes }));
-  const sum = (f: (n: NodeTraffic) => number) => nodes.reduce((s, n) => s + f(n), 0);
-  return {
-    step: r.step,
-    stepSec: r.stepSec,
-    computeSec: r.members.length ? Math.max(...r.members.map((m) => m.computeSec)) : r.computeSec,
-    nodes,
-    linkSec: Math.max(sum((n) => n.sent), sum((n) => n.received)) / LINK_BYTES_PER_SEC,
-  };
-}
-
-interface Summary {
-  name: RunName;
-  stepSec: number;
-  computeSec: number;
-  linkSec: number;
-  /** Per node per step. */
-  sentBytes: number;
-  receivedBytes: number;
-}
-
-function summarize(name: RunName, steps: StepFigures[]): Summary {
-  const perNode = steps.flatMap((s) => s.nodes);
-  const med = (values: number[]) => (values.length ? median(values) : 0);
-  return {
-    name,
-    stepSec: med(steps.map((s) => s.stepSec)),
-    computeSec: med(steps.map((s) => s.computeSec)),
-    linkSec: med(steps.map((s) => s.linkSec)),
-    sentBytes: med(perNode.map((n) => n.sent)),
-    receivedBytes: med(perNode.map((n) => n.received)),
-  };
-}
-
-const sec = (x: number) => x.toFixed(3);
-const bytes = (x: number) => Math.round(x).toLocaleString('en-US');
-const mb = (x: number) => (x / 1e6).toFixed(2);
-const row = (cells: string[]) => `| ${cells.join(' | ')} |`;
-/** A markdown rule: the first column left-aligned, the figures right-aligned. */
-const rule = (n: number) => row(Array.from({ length: n }, (_, i) => (i === 0 ? '---' : '---:')));
-
-function printLanSteps(steps: StepFigures[]): void {
-  const members = [...new Set(steps.flatMap((s) => s.nodes.map((n) => n.member)))].sort((a, b) => a - b);
-  const header = ['step', 'slowest compute s', ...members.flatMap((m) => [`member ${m} sent B`, `member ${m} received B`]), 'busiest link s', 'step s'];
-  console.log('\n### lan run, per measured step\n');
-  console.log(row(header));
-  console.log(rule(header.length));
-  for (const s of steps) {
-    const traffic = members.flatMap((m) => {
-      const n = s.nodes.find((x) => x.member === m);
-      return n ? [bytes(n.sent), bytes(n.received)] : ['-', '-'];
-    });
-    console.log(row([String(s.step), sec(s.computeSec), ...traffic, sec(s.linkSec), sec(s.stepSec)]));
-  }
-}
-
-function printSummary(rows: Summary[], opts: Options): void {
-  const threads = rows.find((r) => r.name === 'threads')!;
-  const header = ['run', 'median step s', 'median slowest compute s', 'median busiest link s (1 Gbit/s)', 'step / max(compute, link)',
-    'step / threads step', 'median sent MB per node per step', 'median received MB per node per step'];
-  console.log(`\n### medians of ${opts.steps} steps after a warm-up step (MB = 1e6 bytes)\n`);
-  console.log(row(header));
-  console.log(rule(header.length));
-  for (const r of rows) {
-    const lan = r.name === 'lan';
-    console.log(row([
-      r.name, sec(r.stepSec), sec(r.computeSec), lan ? sec(r.linkSec) : '-', lan ? (r.stepSec / Math.max(r.computeSec, r.linkSec)).toFixed(2) : '-',
-      (r.stepSec / threads.stepSec).toFixed(2), mb(r.sentBytes), mb(r.receivedBytes),
-    ]));
-  }
-  const lan = rows.find((r) => r.name === 'lan')!;
-  const loopback = rows.find((r) => r.name === 'loopback')!;
-  console.log('');
-  console.log(`lan: median step ${sec(lan.stepSec)} s, median slowest compute ${sec(lan.computeSec)} s, median busiest-link time ${sec(lan.linkSec)} s; ` +
-    `step / max(compute, link) = ${(lan.stepSec / Math.max(lan.computeSec, lan.linkSec)).toFixed(2)}`);
-  console.log(`lan: median per node per step: sent ${bytes(lan.sentBytes)} B, received ${bytes(lan.receivedBytes)} B`);
-  console.log(`loopback step / threads step = ${sec(loopback.stepSec)} / ${sec(threads.stepSec)} = ${(loopback.stepSec / threads.stepSec).toFixed(2)}`);
 }
 
 // ---------------------------------------------------------------- main
@@ -409,19 +269,22 @@ async function bench(opts: Options): Promise<void> {
   mkdirSync(dir, { recursive: true });
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const results = new Map<RunName, StepFigures[]>();
+  const results = new Map<RunName, { steps: StepFigures[]; wire: WireTraffic | null }>();
   removeNamespaces();
   try {
     buildLan();
     process.stderr.write(`bench:lan: namespaces ${NAMESPACES.join(', ')}; every veth end shaped with tbf ${SHAPING.slice(2).join(' ')}\n`);
-    for (const name of ['lan', 'loopback', 'threads'] as const) results.set(name, (await runConfiguration(name, opts, dir)).map(figures));
+    for (const name of ['lan', 'loopback', 'threads'] as const) {
+      const { steps, wire } = await runConfiguration(name, opts, dir);
+      results.set(name, { steps: steps.map(figures), wire });
+    }
   } finally {
     live.forEach(stop);
     removeNamespaces();
   }
   console.log(`\n## bench:lan — ${opts.config}, wire ${opts.wire ?? 'fp32'}, 2 nodes x 1 thread vs 2 threads; runs in ${dir}`);
-  printLanSteps(results.get('lan')!);
-  printSummary([...results].map(([name, steps]) => summarize(name, steps)), opts);
+  printLanSteps(results.get('lan')!.steps);
+  printSummary([...results].map(([name, r]) => summarize(name, r.steps, r.wire)), opts.steps);
 }
 
 async function main(): Promise<number> {
