@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { errorMessage, UsageError } from '../util/errors.js';
+import { LOCK_NAME } from '../util/run-lock.js';
 
 /** How a command may use an output directory that already exists. */
 export interface OutDirPolicy {
@@ -66,7 +67,7 @@ export function prepareOutputDir(dir: string, policy: OutDirPolicy): void {
     throw new UsageError(missing.length === 0 ? `${flag} ${dir} is a file, not a directory` : `${flag} ${dir} lies under ${existing}, which is a file`);
   }
   if (!policy.own && existsSync(dir)) {
-    const entries = entriesOf(dir, flag);
+    const entries = entriesOf(dir, flag).filter((name) => name !== LOCK_NAME);
     if (entries.length > 0 && policy.force === false) {
       throw new UsageError(`${flag} ${dir} is not empty and holds no gpt-ddp ${policy.kind}; pass --force to write beside its files, or choose another ${flag}`);
     }

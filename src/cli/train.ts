@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { loadWeightsFile, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { Cluster } from '../comm/cluster.js';
@@ -22,6 +23,7 @@ import { checkListenArgs, startListening, type ListenArgs } from './listen.js';
 import { checkRunFits, localThreads } from './run-checks.js';
 import { dashboardForRun, parseDashboardAddress } from './dashboard.js';
 import { resumeRun, type RunSetup } from './resume.js';
+import { lockRunDir } from '../util/run-lock.js';
 
 export interface TrainArgs extends TrainingOverrides, ListenArgs {
   config?: string;
@@ -109,9 +111,28 @@ function memberLines(members: MemberInfo[], steps: StepRecord[]): string[] {
   });
 }
 
-/** `gpt-ddp train`: validates everything, then trains with a coordinator and its workers. */
+/** `gpt-ddp train`: validates everything, locks the run directory, then trains with a coordinator and its workers. */
 export async function runTrain(args: TrainArgs, log: (line: string) => void): Promise<TrainRun> {
-  const run = await setUp(args);
+  // A run being resumed is locked before its checkpoint is read; a new one once its directory exists.
+  let lock = args.resume && isDirectory(args.resume) ? lockRunDir(args.resume) : null;
+  try {
+    const run = await setUp(args);
+    lock ??= lockRunDir(run.outDir);
+    return await trainRun(run, args, log);
+  } finally {
+    lock?.release();
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+async function trainRun(run: RunSetup, args: TrainArgs, log: (line: string) => void): Promise<TrainRun> {
   const { config, layout, data, outDir } = run;
   const tc = config.training;
   const server = args.listen ? await startListening(args, layout, outDir, log) : undefined;
