@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
@@ -142,4 +142,16 @@ test('the start line names the provider that runs', { skip: fast.length === 0 &&
     const expected = provider === 'blas' ? /kernels: \S+ [\d.]+ \(\w+\) sgemm \+ native optimizer/ : /kernels: gpt-ddp GEMM \((avx512|avx2|generic)\) \+ native optimizer/;
     assert.match(r.stdout, expected);
   }
+});
+
+test('the install script leaves an up-to-date addon alone (npx runs it again in the clone)', { skip: native ? false : 'the native addon is not built here' }, () => {
+  const root = join(CLI, '..', '..', '..', '..');
+  const addon = join(root, 'build', 'Release', 'gpt_ddp_kernels.node');
+  const before = statSync(addon);
+  // No PATH: had it wanted to rebuild, node-gyp could not be found and the addon would be gone.
+  const r = spawnSync(process.execPath, [join(root, 'native', 'install.mjs')], { encoding: 'utf8', env: { PATH: '' } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /built and up to date/);
+  const after = statSync(addon);
+  assert.deepEqual([after.ino, after.mtimeMs], [before.ino, before.mtimeMs], 'not rebuilt');
 });
