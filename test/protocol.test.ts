@@ -8,7 +8,7 @@ import { fromBf16, roundToBf16, toBf16 } from '../src/math/bf16.js';
 import { gradientPieces } from '../src/math/pieces.js';
 import { addInto, addRows, type SparseRows } from '../src/math/reduce.js';
 import { maximalSubtrees, treeSum } from '../src/math/tree.js';
-import { buildLayout, gradientRegions } from '../src/model/layout.js';
+import { buildLayout, convertHead, gradientRegions, HEAD_BLOCK, headBlocks } from '../src/model/layout.js';
 import { Rng } from '../src/util/rng.js';
 
 test('reduction tree: maximal subtrees of a slot set, and the order of the sum', () => {
@@ -40,8 +40,12 @@ test('slot assignment: contiguous, proportional to threads; orphans go to the le
 test('gradient pieces: production order, bounded size, covering the dense gradient once', () => {
   const layout = buildLayout({ vocabSize: 100, contextLength: 4, embDim: 8, nHeads: 2, nLayers: 2, dropRate: 0, qkvBias: false });
   const regions = gradientRegions(layout);
-  assert.equal(regions.length, layout.config.nLayers + 2);
-  assert.deepEqual(regions[0], [layout.finalNormScale.offset, layout.totalSize], 'the head comes first');
+  const D = layout.config.embDim;
+  const head = headBlocks(layout);
+  assert.equal(head.length, Math.ceil(100 / HEAD_BLOCK));
+  assert.equal(regions.length, head.length + layout.config.nLayers + 2);
+  head.forEach((b, i) => assert.deepEqual(regions[i], [b.offset, b.offset + D * (b.end - b.start)], 'out_head, block by block, comes first'));
+  assert.deepEqual(regions[head.length], [layout.finalNormScale.offset, layout.outHead.offset], 'then the final norm');
   assert.deepEqual(regions.at(-1), [layout.posEmb.offset, layout.posEmb.offset + layout.posEmb.size]);
   const pieces = gradientPieces(regions, 100);
   const covered = new Uint8Array(layout.totalSize);
@@ -52,6 +56,22 @@ test('gradient pieces: production order, bounded size, covering the dense gradie
   assert.ok(covered.subarray(layout.posEmb.offset).every((c) => c === 1), 'every dense value in exactly one piece');
   assert.ok(covered.subarray(0, layout.tokEmb.size).every((c) => c === 0), 'the token embedding is sparse, not in pieces');
   assert.deepEqual(pieces.map((p) => p.index), pieces.map((_, i) => i));
+});
+
+test('out_head is stored as its column blocks: each one contiguous, [D, width] row-major, convertible both ways', () => {
+  const D = 3;
+  const V = 2 * HEAD_BLOCK + 5;
+  const layout = buildLayout({ vocabSize: V, contextLength: 4, embDim: D, nHeads: 1, nLayers: 1, dropRate: 0, qkvBias: false });
+  const blocks = headBlocks(layout);
+  assert.deepEqual(blocks.map((b) => [b.start, b.end]), [[0, HEAD_BLOCK], [HEAD_BLOCK, 2 * HEAD_BLOCK], [2 * HEAD_BLOCK, V]]);
+  blocks.forEach((b, i) => assert.equal(b.offset, i === 0 ? layout.outHead.offset : blocks[i - 1]!.offset + D * (blocks[i - 1]!.end - blocks[i - 1]!.start)));
+  const matrix = Float32Array.from({ length: D * V }, (_, i) => i);
+  const blocked = convertHead(matrix, D, V, true);
+  for (const [r, c] of [[0, 0], [1, 7], [2, HEAD_BLOCK], [1, V - 1], [2, 2 * HEAD_BLOCK + 3]] as const) {
+    const b = blocks.find((x) => c >= x.start && c < x.end)!;
+    assert.equal(blocked[b.offset - layout.outHead.offset + r * (b.end - b.start) + c - b.start], matrix[r * V + c], `element (${r}, ${c})`);
+  }
+  assert.deepEqual(convertHead(blocked, D, V, false), matrix);
 });
 
 test('bf16: round to nearest even, NaN stays NaN, halves the bytes', () => {

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { join } from 'node:path';
 import type { AdamWMoments } from '../math/adamw.js';
 import { parseRunConfig, type RunConfig } from '../model/config.js';
-import { paramView, type ParamLayout, type ParamSpec } from '../model/layout.js';
+import { convertHead, paramView, type ParamLayout, type ParamSpec } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
 import { fsyncDir, writeFileAtomic } from '../util/files.js';
 import { readSafetensors, writeSafetensorsDurable, type NamedTensor, type SafetensorsFile } from './safetensors.js';
@@ -55,16 +55,19 @@ function transposed(src: Float32Array, rows: number, cols: number): Float32Array
   return out;
 }
 
+const isLinear = (spec: ParamSpec) => spec.kind === 'linear' || spec.kind === 'headLinear';
+
 /** A parameter in PyTorch's shape and row-major layout (Linear weights back to [out, in]). */
 function torchTensor(spec: ParamSpec, flat: Float32Array): NamedTensor {
   const data = paramView(flat, spec);
-  if (spec.kind !== 'linear') return { shape: [...spec.shape], data };
+  if (!isLinear(spec)) return { shape: [...spec.shape], data };
   const [inDim, outDim] = spec.shape as [number, number];
-  return { shape: [outDim, inDim], data: transposed(data, inDim, outDim) };
+  const matrix = spec.kind === 'headLinear' ? convertHead(data, inDim, outDim, false) : data;
+  return { shape: [outDim, inDim], data: transposed(matrix, inDim, outDim) };
 }
 
 function torchShape(spec: ParamSpec): number[] {
-  return spec.kind === 'linear' ? [spec.shape[1]!, spec.shape[0]!] : spec.shape;
+  return isLinear(spec) ? [spec.shape[1]!, spec.shape[0]!] : spec.shape;
 }
 
 /** The model's state_dict tensors, named and shaped as the reference PyTorch GPTModel's. */
@@ -92,8 +95,9 @@ export function flatFromTensors(layout: ParamLayout, file: SafetensorsFile, wher
     if (t.shape.join() !== want.join()) {
       throw new UsageError(`${where}: tensor "${spec.name}" has shape [${t.shape.join(', ')}], the model needs [${want.join(', ')}] (check --config)`);
     }
-    const values = spec.kind === 'linear' ? transposed(t.data, want[0]!, want[1]!) : t.data;
-    flat.set(values, spec.offset);
+    if (!isLinear(spec)) flat.set(t.data, spec.offset);
+    else if (spec.kind === 'linear') flat.set(transposed(t.data, want[0]!, want[1]!), spec.offset);
+    else convertHead(transposed(t.data, want[0]!, want[1]!), want[1]!, want[0]!, true, paramView(flat, spec));
   }
   for (const name of masks) {
     const t = file.tensors.get(name);

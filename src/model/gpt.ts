@@ -1,10 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BlockParams, ParamLayout, ParamSpec } from './layout.js';
-import { paramView } from './layout.js';
+import { headBlocks, paramView } from './layout.js';
 import { layerNorm, tidyKeeping, type LayerNormOut } from './ops.js';
-
-/** Width of the vocabulary head's column blocks: wide single matmuls run at half speed on wasm. */
-export const HEAD_BLOCK = 4096;
 
 /** The model's weights as tensors on the current backend (the embeddings stay in JS). */
 export interface ModelTensors {
@@ -14,12 +11,6 @@ export interface ModelTensors {
   /** Column blocks of out_head ([D, width] each) and the first vocabulary id of each. */
   head: tf.Tensor2D[];
   headStarts: number[];
-}
-
-export function headBlockRanges(vocabSize: number): Array<[number, number]> {
-  const ranges: Array<[number, number]> = [];
-  for (let s = 0; s < vocabSize; s += HEAD_BLOCK) ranges.push([s, Math.min(vocabSize, s + HEAD_BLOCK)]);
-  return ranges;
 }
 
 function specTensor(flat: Float32Array, spec: ParamSpec): tf.Tensor {
@@ -41,22 +32,16 @@ export function blockList<T>(block: BlockParams<T>): T[] {
   return order.map((k) => block[k]).filter((v): v is T => v !== null);
 }
 
-/** Copies the flat weights into tensors. out_head is split into column blocks in JS. */
+/** Copies the flat weights into tensors (out_head is stored as its column blocks already). */
 export function uploadWeights(layout: ParamLayout, flat: Float32Array): ModelTensors {
-  const { embDim: D, vocabSize: V } = layout.config;
-  const head = paramView(flat, layout.outHead);
-  const ranges = headBlockRanges(V);
+  const D = layout.config.embDim;
+  const blocks = headBlocks(layout);
   return {
     blocks: layout.blocks.map((b) => mapBlock(b, (spec) => specTensor(flat, spec))),
     finalNormScale: specTensor(flat, layout.finalNormScale) as tf.Tensor1D,
     finalNormShift: specTensor(flat, layout.finalNormShift) as tf.Tensor1D,
-    head: ranges.map(([s, e]) => {
-      const w = e - s;
-      const block = new Float32Array(D * w);
-      for (let r = 0; r < D; r++) block.set(head.subarray(r * V + s, r * V + e), r * w);
-      return tf.tensor2d(block, [D, w]);
-    }),
-    headStarts: ranges.map(([s]) => s),
+    head: blocks.map(({ start, end, offset }) => tf.tensor2d(flat.subarray(offset, offset + D * (end - start)), [D, end - start])),
+    headStarts: blocks.map(({ start }) => start),
   };
 }
 

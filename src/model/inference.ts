@@ -50,7 +50,7 @@ export function hiddenStates(
 export function sampleLosses(layout: ParamLayout, m: ModelTensors, flat: Float32Array, batch: { inputs: Int32Array[]; targets: Int32Array[] }): number[] {
   const s = shapeOf(layout, batch);
   const { h } = hiddenStates(layout, m, flat, batch.inputs);
-  const { rowLoss } = headLoss(h, m, concatTargets(batch.targets), false);
+  const { rowLoss } = headLoss(h, m, concatTargets(batch.targets), null);
   h.dispose();
   return sumPerSample(rowLoss, s.batch, s.time);
 }

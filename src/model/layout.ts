@@ -1,7 +1,10 @@
 import type { ModelConfig } from './config.js';
 
-/** How a parameter is initialised (PyTorch defaults) and whether it is a Linear weight. */
-export type ParamKind = 'embedding' | 'linear' | 'bias' | 'normScale' | 'normShift';
+/**
+ * How a parameter is initialised (PyTorch defaults) and stored: Linear weights [in, out]; out_head,
+ * the vocabulary head, as its column blocks one after the other (`headBlocks`).
+ */
+export type ParamKind = 'embedding' | 'linear' | 'headLinear' | 'bias' | 'normScale' | 'normShift';
 
 export interface ParamSpec {
   /** PyTorch state_dict name of the reference GPTModel. */
@@ -93,7 +96,7 @@ export function buildLayout(config: ModelConfig): ParamLayout {
   }
   const finalNormScale = add('final_norm.scale', [D], 'normScale');
   const finalNormShift = add('final_norm.shift', [D], 'normShift');
-  const outHead = add('out_head.weight', [D, V], 'linear', D);
+  const outHead = add('out_head.weight', [D, V], 'headLinear', D);
 
   return {
     config, params, byName: new Map(params.map((p) => [p.name, p])), totalSize: offset,
@@ -105,12 +108,48 @@ export function paramView(flat: Float32Array, spec: ParamSpec): Float32Array {
   return flat.subarray(spec.offset, spec.offset + spec.size);
 }
 
+/** Width of the vocabulary head's column blocks: wide single matmuls run at half speed on wasm. */
+export const HEAD_BLOCK = 4096;
+
+/** The vocabulary ids [start, end) of each column block of out_head. */
+export function headBlockRanges(vocabSize: number): Array<[number, number]> {
+  const ranges: Array<[number, number]> = [];
+  for (let s = 0; s < vocabSize; s += HEAD_BLOCK) ranges.push([s, Math.min(vocabSize, s + HEAD_BLOCK)]);
+  return ranges;
+}
+
 /**
- * The dense gradient's regions in the order the backward completes them: the head (final norm
- * and out_head, the end of the layout), blocks L-1 .. 0, then the position embedding. The token
- * embedding's sparse rows complete with the last region.
+ * out_head's column blocks as stored: block [start, end) is a row-major [D, end - start] matrix at
+ * `offset`, right after the blocks before it. So each block's weights and gradient are one
+ * contiguous range, and the gradient can leave block by block as the head's backward makes it.
+ */
+export function headBlocks(layout: ParamLayout): Array<{ start: number; end: number; offset: number }> {
+  const D = layout.config.embDim;
+  return headBlockRanges(layout.config.vocabSize).map(([start, end]) => ({ start, end, offset: layout.outHead.offset + D * start }));
+}
+
+/** out_head as one [D, V] row-major matrix from its blocks (`toBlocks` = false), or the other way. */
+export function convertHead(src: Float32Array, D: number, V: number, toBlocks: boolean, out: Float32Array = new Float32Array(D * V)): Float32Array {
+  for (const [s, e] of headBlockRanges(V)) {
+    const w = e - s;
+    for (let r = 0; r < D; r++) {
+      const blocked = D * s + r * w;
+      const matrix = r * V + s;
+      if (toBlocks) out.set(src.subarray(matrix, matrix + w), blocked);
+      else out.set(src.subarray(blocked, blocked + w), matrix);
+    }
+  }
+  return out;
+}
+
+/**
+ * The dense gradient's regions in the order the backward completes them: out_head's column
+ * blocks, the final norm, blocks L-1 .. 0, then the position embedding. The token embedding's
+ * sparse rows complete with the last region.
  */
 export function gradientRegions(layout: ParamLayout): Array<[number, number]> {
+  const D = layout.config.embDim;
+  const head = headBlocks(layout).map(({ start, end, offset }): [number, number] => [offset, offset + D * (end - start)]);
   const blocks = [...layout.blockRanges].reverse();
-  return [[layout.finalNormScale.offset, layout.totalSize], ...blocks, [layout.posEmb.offset, layout.posEmb.offset + layout.posEmb.size]];
+  return [...head, [layout.finalNormScale.offset, layout.outHead.offset], ...blocks, [layout.posEmb.offset, layout.posEmb.offset + layout.posEmb.size]];
 }

@@ -6,7 +6,7 @@ import {
 } from './block.js';
 import { blockList, causalBias, embed, finalNorm, type AttentionShape, type ModelTensors } from './gpt.js';
 import { headLoss } from './head.js';
-import type { ParamLayout, ParamSpec } from './layout.js';
+import { headBlocks, type ParamLayout, type ParamSpec } from './layout.js';
 import { layerNormBackward } from './ops.js';
 
 /**
@@ -96,7 +96,7 @@ export function forwardBackward(
   activationBudget = DEFAULT_ACTIVATION_BUDGET,
 ): GradResult {
   const clock = new PhaseClock();
-  const { embDim: D, nLayers: L, vocabSize: V } = layout.config;
+  const { embDim: D, nLayers: L } = layout.config;
   const s = shapeOf(layout, batch);
   const T = s.time;
   const useDropout = dropout !== null && dropout.rate > 0;
@@ -123,23 +123,22 @@ export function forwardBackward(
   }
 
   const norm = finalNorm(xs[L]!, m);
-  const head = headLoss(norm.y, m, concatTargets(batch.targets), true);
-  clock.lap('head: logits, loss and backward');
-  head.dHead!.forEach((dW, b) => {
-    const start = m.headStarts[b]!;
-    const width = dW.shape[1];
-    const vals = floatValues(dW);
-    for (let r = 0; r < D; r++) grad.set(vals.subarray(r * width, (r + 1) * width), layout.outHead.offset + r * V + start);
+  // out_head's column blocks are the first regions (see gradientRegions), each sent as it exists.
+  const headOffsets = headBlocks(layout).map((b) => b.offset);
+  const head = headLoss(norm.y, m, concatTargets(batch.targets), (b, dW) => {
+    grad.set(floatValues(dW).subarray(0, dW.size), headOffsets[b]!);
+    onRegion(b);
   });
-  clock.lap('gradient extraction');
+  clock.lap('head: logits, loss and backward');
+  const H = headOffsets.length;
   const [dxL, dScale, dShift] = tf.tidy(() => layerNormBackward(head.dh!, norm, m.finalNormScale));
   clock.lap('final norm backward');
   writeParamGrad(grad, layout.finalNormScale, dScale);
   writeParamGrad(grad, layout.finalNormShift, dShift);
-  tf.dispose([norm.y, norm.xhat, norm.rstd, head.dh!, ...head.dHead!, dScale, dShift]);
+  tf.dispose([norm.y, norm.xhat, norm.rstd, head.dh!, dScale, dShift]);
   let dx = dxL;
   clock.lap('gradient extraction');
-  onRegion(0);
+  onRegion(H);
 
   for (let i = L - 1; i >= 0; i--) {
     const bm = masks[i] ?? null;
@@ -158,13 +157,13 @@ export function forwardBackward(
     if (bm) tf.dispose([bm.attention, bm.attnShortcut, bm.ffShortcut]);
     dx = dxi;
     clock.lap('gradient extraction');
-    onRegion(L - i);
+    onRegion(H + L - i);
   }
 
   const touchedRows = embeddingGrad(layout, grad, batch.inputs, floatValues(dx).slice(), embMask);
   tf.dispose([dx, xs[0]!, bias]);
   clock.lap('embedding backward');
-  onRegion(L + 1);
+  onRegion(H + L + 1);
   return {
     sampleLoss: sumPerSample(head.rowLoss, s.batch, T),
     tokens: s.batch * T,
