@@ -5,7 +5,7 @@ import { setFlagsFromString } from 'node:v8';
  * Every 4 MB tensor frame and every 64 KB socket read is a fresh ArrayBuffer; their young-
  * generation collections promote a little each time, and with the default headroom each one
  * started a mark of the whole heap: tens per second on helper threads, taking the cores the
- * gradients need (a node's step went from 4.7 to 3.7 s on loopback). The JS heaps here are tens
- * of MB, so the cost is a few tens of MB at most.
+ * gradients need (bench:lan's loopback step went from 4.7 to 3.1 s). The JS heaps here are 30 to
+ * 50 MB, so the cost is at most about 150 MB of garbage kept a little longer.
  */
 setFlagsFromString('--heap-growing-percent=300');
