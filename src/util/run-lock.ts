@@ -84,7 +84,12 @@ export function lockRunDir(dir: string, probe: ProcessProbe = isOurProcess): Run
     }
     return {
       release: () => {
-        if (readOwner(path)?.pid === me.pid) unlinkSync(path);
+        if (readOwner(path)?.pid !== me.pid) return;
+        try {
+          unlinkSync(path);
+        } catch {
+          // Already gone: nothing to release (this runs in finally blocks, which must not throw).
+        }
       },
     };
   }
