@@ -4,7 +4,7 @@ import type { AdamWMoments } from '../math/adamw.js';
 import { parseRunConfig, type RunConfig } from '../model/config.js';
 import { convertHead, paramView, type ParamLayout, type ParamSpec } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
-import { fsyncDir, writeFileAtomic } from '../util/files.js';
+import { fsyncPath, writeFileAtomic } from '../util/files.js';
 import { readSafetensors, writeSafetensorsDurable, type NamedTensor, type SafetensorsFile } from './safetensors.js';
 
 /** 2: the checkpoint files live in a set directory that trainer.json (written last) names. */
@@ -139,7 +139,7 @@ export function saveCheckpoint(dir: string, layout: ParamLayout, weights: Float3
   if (committedSet(dir) !== name) {
     if (!existsSync(sets)) {
       mkdirSync(sets);
-      fsyncDir(dir);
+      fsyncPath(dir);
     }
     const tmp = join(sets, `.incomplete-${process.pid}`);
     rmSync(tmp, { recursive: true, force: true });
@@ -149,10 +149,10 @@ export function saveCheckpoint(dir: string, layout: ParamLayout, weights: Float3
     const opt = MOMENTS.flatMap(([prefix, key]) =>
       layout.params.map((spec): [string, NamedTensor] => [prefix + spec.name, torchTensor(spec, moments[key])]));
     writeSafetensorsDurable(join(tmp, OPTIMIZER_FILE), opt, meta);
-    fsyncDir(tmp);
+    fsyncPath(tmp);
     rmSync(join(dir, name), { recursive: true, force: true }); // an uncommitted set of this step from a crash
     renameSync(tmp, join(dir, name));
-    fsyncDir(sets);
+    fsyncPath(sets);
   }
   const full: TrainerState = { formatVersion: FORMAT_VERSION, ...state, checkpoint: name };
   writeFileAtomic(join(dir, TRAINER_FILE), [Buffer.from(`${JSON.stringify(full, null, 2)}\n`)]);

@@ -13,6 +13,7 @@ import { loadVerdict } from '../data/verdict.js';
 import type { BackendChoice } from '../model/backend.js';
 import { resolveKernels, type KernelChoice } from '../model/provider.js';
 import { initParams } from '../model/init.js';
+import { GiB } from '../model/memory.js';
 import { buildLayout } from '../model/layout.js';
 import { lossPlotSpec } from '../report/loss-plot.js';
 import { writeChart } from '../report/render.js';
@@ -53,7 +54,6 @@ export interface TrainRun extends TrainResult {
   backend: string;
 }
 
-const GiB = 2 ** 30;
 
 /** Everything a run needs, validated before any thread starts: a new run or a resumed one. */
 async function setUp(args: TrainArgs): Promise<RunSetup> {

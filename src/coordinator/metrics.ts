@@ -1,7 +1,7 @@
-import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import type { MemberEvent, StepTiming } from '../comm/group.js';
 import { UsageError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/files.js';
+import { fsyncPath, writeFileAtomic } from '../util/files.js';
 
 export interface StepRecord extends StepTiming {
   type: 'step';
@@ -94,12 +94,7 @@ export class MetricsLog {
 
   /** Flushes the appended records to the disk: a checkpoint must not be committed ahead of its log. */
   flush(): void {
-    const fd = openSync(this.path, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    fsyncPath(this.path);
   }
 
   write(record: MetricRecord): void {

@@ -1,17 +1,17 @@
 import { Rng } from '../util/rng.js';
 import { convertHead, paramView, type ParamLayout } from './layout.js';
 
-/**
- * PyTorch-default initialisation: Linear weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
- * Embedding N(0, 1), LayerNorm scale 1 and shift 0. Each parameter draws from its own seeded
- * stream, so adding a parameter does not change the others' values.
- */
 function uniformFill(view: Float32Array, rng: Rng, fanIn: number): Float32Array {
   const bound = 1 / Math.sqrt(fanIn);
   for (let i = 0; i < view.length; i++) view[i] = (2 * rng.uniform() - 1) * bound;
   return view;
 }
 
+/**
+ * PyTorch-default initialisation: Linear weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+ * Embedding N(0, 1), LayerNorm scale 1 and shift 0. Each parameter draws from its own seeded
+ * stream, so adding a parameter does not change the others' values.
+ */
 export function initParams(layout: ParamLayout, seed: number, out?: Float32Array): Float32Array {
   const flat = out ?? new Float32Array(layout.totalSize);
   layout.params.forEach((spec, index) => {
@@ -22,10 +22,9 @@ export function initParams(layout: ParamLayout, seed: number, out?: Float32Array
         for (let i = 0; i < view.length; i++) view[i] = rng.normal();
         break;
       case 'linear':
-      case 'bias': {
+      case 'bias':
         uniformFill(view, rng, spec.fanIn);
         break;
-      }
       case 'headLinear': {
         // Drawn in the order of the [D, V] matrix, so the values do not depend on the blocking.
         const { embDim: D, vocabSize: V } = layout.config;

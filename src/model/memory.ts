@@ -6,7 +6,7 @@ import type { RunConfig } from './config.js';
 import { buildLayout } from './layout.js';
 import { DEFAULT_ACTIVATION_BUDGET } from './step.js';
 
-const GiB = 2 ** 30;
+export const GiB = 2 ** 30;
 const FLOAT = 4;
 /** What one wasm instance can address (wasm32; see DESIGN.md): each worker thread has its own. */
 export const WASM_HEAP_BYTES = 4 * GiB;

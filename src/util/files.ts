@@ -15,9 +15,9 @@ export function writeFileDurable(path: string, chunks: Buffer[]): void {
   }
 }
 
-/** Flushes a directory's entries (a rename or a new file in it) to the disk. */
-export function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
+/** Flushes a file's data, or a directory's entries (a rename or a new file in it), to the disk. */
+export function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
   try {
     fsyncSync(fd);
   } finally {
@@ -30,5 +30,5 @@ export function writeFileAtomic(path: string, chunks: Buffer[]): void {
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileDurable(tmp, chunks);
   renameSync(tmp, path);
-  fsyncDir(dirname(path));
+  fsyncPath(dirname(path));
 }
