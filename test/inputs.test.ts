@@ -148,6 +148,8 @@ test('configs with a small vocabulary or a model too big for memory are refused 
   const longContext = { ...tiny, model: { ...tiny.model, contextLength: 1024 }, training: { ...tiny.training, batchSize: 12 } };
   assert.throws(() => checkTrainingMemory(longContext, 1, 'wasm'), /more than the 4\.0 GiB a wasm thread can address/);
   assert.doesNotThrow(() => checkTrainingMemory(longContext, 1, 'tensorflow'));
+  // compare checks every worker count: one thread's heap is largest with the fewest workers.
+  refuses(root, ['compare', '--config', writeJson(join(root, 'long.json'), longContext), '--workers', '12,1', '--backend', 'wasm'], /more than the 4\.0 GiB a wasm thread/);
 });
 
 test('report checks every run directory before writing anything', () => {

@@ -4,14 +4,13 @@ import { readTrainerState, TRAINER_FILE } from '../checkpoint/checkpoint.js';
 import { dataFingerprint } from '../data/dataset.js';
 import { loadVerdict } from '../data/verdict.js';
 import type { BackendChoice } from '../model/backend.js';
-import { checkTrainingMemory } from '../model/memory.js';
 import type { KernelChoice } from '../model/provider.js';
 import { REPORT_FILES, writeCompareReport, type CompareReport } from '../report/compare-report.js';
 import { readRun, type RunData } from '../report/runs.js';
 import { Interrupted, UsageError } from '../util/errors.js';
 import { DEFAULT_CONFIG, loadConfig, prepareData, resolveConfigPath, timestamp } from './common.js';
-import { checkWorkerCount } from './options.js';
 import { prepareOutputDir } from './out-dir.js';
+import { checkRunFits } from './run-checks.js';
 import { runTrain } from './train.js';
 
 export interface CompareArgs {
@@ -85,8 +84,8 @@ export async function runCompare(args: CompareArgs, log: (line: string) => void)
   const config = resolveConfigPath(args.config ?? (args.quick ? QUICK.config : DEFAULT_CONFIG));
   const epochs = args.epochs ?? (args.quick ? QUICK.epochs : undefined);
   const runConfig = loadConfig(config, { epochs });
-  for (const workers of args.workers) checkWorkerCount(workers, runConfig.training.batchSize);
-  checkTrainingMemory(runConfig, Math.max(...args.workers), args.backend);
+  // Every run's fit: a thread's share of the batch, and so its heap, is largest with the fewest workers.
+  for (const workers of args.workers) checkRunFits(runConfig, { workers, backend: args.backend });
   const fingerprint = dataFingerprint(prepareData((await loadVerdict(args.data)).text, runConfig));
   const settings = JSON.stringify({ config, epochs: epochs ?? null, maxSteps: args.maxSteps ?? null });
   const out = args.out ?? join('runs', `compare-${timestamp()}`);
