@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { connect } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
 import { createTokenFile } from '../src/comm/auth.js';
@@ -157,4 +157,22 @@ test('a browser that stops reading is dropped; the others and the run go on', as
   assert.equal(recordsOf(reader, 0).length, 6000, 'a reading browser got everything');
   server.kill('SIGINT');
   await new Promise((done) => server.on('exit', done));
+});
+
+test('train --dashboard with --listen: a port that is taken stops the run with an error, leaving nothing open', async () => {
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  const port = (taken.address() as AddressInfo).port;
+  try {
+    const base = ['train', '--config', 'tiny', '--data', VERDICT, '--nodes', '1'];
+    for (const [listen, dashboard] of [['0', String(port)], [String(port), '0']]) {
+      const args = [...base, '--listen', `127.0.0.1:${listen}`, '--dashboard', `127.0.0.1:${dashboard}`, '--out', join(scratchDir('taken'), 'run')];
+      const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+      assert.notEqual(r.status, null, `--listen ${listen} --dashboard ${dashboard}: the process did not exit (${r.stderr})`);
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, new RegExp(`${port}|EADDRINUSE|in use`), r.stderr);
+    }
+  } finally {
+    taken.close();
+  }
 });

@@ -135,10 +135,17 @@ function isDirectory(path: string): boolean {
 async function trainRun(run: RunSetup, args: TrainArgs, log: (line: string) => void): Promise<TrainRun> {
   const { config, layout, data, outDir } = run;
   const tc = config.training;
-  const server = args.listen ? await startListening(args, layout, outDir, log) : undefined;
   const total = totalSteps(config, data.train.size, args.maxSteps ?? null);
   const dashboard = args.dashboard === undefined ? null
     : await dashboardForRun(args.dashboard, { dir: outDir, label: basename(resolve(outDir)), totalSteps: total }, args.tokenFile, log);
+  let server: Awaited<ReturnType<typeof startListening>> | undefined;
+  try {
+    server = args.listen ? await startListening(args, layout, outDir, log) : undefined;
+  } catch (err) {
+    // An open dashboard would keep the process from exiting.
+    await dashboard?.close();
+    throw err;
+  }
   const stop = new AbortController();
   const group = new Cluster({
     layout, backend: args.backend, kernels: args.kernels ?? 'auto', localWorkers: localThreads(args), slots: run.slots, maxSlots: tc.batchSize,
