@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, renameSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
 import { createTokenFile } from '../src/comm/auth.js';
+import { JsonlTail } from '../src/dashboard/tail.js';
 import { dashboardUrl, exited, killAll, records, spawnCli } from './cluster-helpers.js';
 import { CLI, scratchDir, VERDICT } from './helpers.js';
 
@@ -175,4 +176,24 @@ test('train --dashboard with --listen: a port that is taken stops the run with a
   } finally {
     taken.close();
   }
+});
+
+test('the log tail: complete lines only; a log replaced (a resumed run rewrites it) or cut shorter is read again from its start', () => {
+  const dir = scratchDir('tail');
+  const path = join(dir, 'metrics.jsonl');
+  const tail = new JsonlTail(path);
+  assert.deepEqual(tail.read(), { records: [], restarted: false }, 'no file yet');
+  writeFileSync(path, '{"step":0}\n{"step":1}\n{"step":2');
+  assert.deepEqual(tail.read(), { records: [{ step: 0 }, { step: 1 }], restarted: false });
+  appendFileSync(path, '}\n');
+  assert.deepEqual(tail.read(), { records: [{ step: 2 }], restarted: false });
+  const replace = (text: string) => {
+    writeFileSync(`${path}.tmp`, text);
+    renameSync(`${path}.tmp`, path);
+  };
+  replace('{"step":0}\n{"step":1}\n{"step":2}\n{"step":3}\n');
+  assert.deepEqual(tail.read(), { records: [0, 1, 2, 3].map((step) => ({ step })), restarted: true }, 'a new inode, even a longer file');
+  assert.deepEqual(tail.read(), { records: [], restarted: false });
+  writeFileSync(path, '{"step":0}\n');
+  assert.deepEqual(tail.read(), { records: [{ step: 0 }], restarted: true }, 'the same file, cut shorter');
 });

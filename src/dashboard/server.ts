@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../util/errors.js';
 import { LOGIN_PAGE, PAGE } from './page.js';
-import { JsonlTail } from './tail.js';
+import { JsonlTail, type TailRead } from './tail.js';
 
 /** A run directory the dashboard shows; `totalSteps` when known (progress and ETA). */
 export interface DashboardRun {
@@ -93,15 +93,22 @@ class RunFeed {
   /** New records of every run, pushed to every browser. */
   poll(): void {
     this.tails.forEach((tail, run) => {
-      let fresh: unknown[];
+      let read: TailRead;
       try {
-        fresh = tail.read();
+        read = tail.read();
       } catch {
         return; // e.g. the log replaced as a resumed run starts: read it at the next poll; never disturb training
       }
-      if (fresh.length === 0) return;
-      this.records[run]!.push(...fresh);
-      this.broadcast('records', { run, records: fresh });
+      if (read.restarted) {
+        // The browsers' copies are stale: ending their streams makes them reconnect and get the whole log again.
+        this.records[run] = read.records;
+        for (const res of this.clients) res.end();
+        this.clients.clear();
+        return;
+      }
+      if (read.records.length === 0) return;
+      this.records[run]!.push(...read.records);
+      this.broadcast('records', { run, records: read.records });
     });
   }
 

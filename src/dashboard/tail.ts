@@ -1,24 +1,35 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 
+/** What a read found: the complete lines added since the last read, or the whole file when it was replaced. */
+export interface TailRead {
+  records: unknown[];
+  /** The file was replaced or rewritten shorter since the last read: `records` start from its beginning. */
+  restarted: boolean;
+}
+
 /**
  * Follows a JSON-lines file that another process (or this one) appends to: each read returns the
  * complete lines added since the last one, parsed. A line still being written waits for its end.
+ * A file replaced (a new inode: a resumed run rewrites its log without the records past its
+ * checkpoint) or rewritten shorter is read again from the start.
  */
 export class JsonlTail {
   private offset = 0;
   private partial = '';
+  private inode: number | null = null;
 
   constructor(readonly path: string) {}
 
-  read(): unknown[] {
-    if (!existsSync(this.path)) return [];
-    const size = statSync(this.path).size;
-    // A file rewritten shorter (a resumed run drops records past its checkpoint) is read again.
-    if (size < this.offset) {
+  read(): TailRead {
+    if (!existsSync(this.path)) return { records: [], restarted: false };
+    const { size, ino } = statSync(this.path);
+    const restarted = this.inode !== null && (ino !== this.inode || size < this.offset);
+    this.inode = ino;
+    if (restarted) {
       this.offset = 0;
       this.partial = '';
     }
-    if (size === this.offset) return [];
+    if (size === this.offset) return { records: [], restarted };
     const bytes = Buffer.alloc(size - this.offset);
     const fd = openSync(this.path, 'r');
     try {
@@ -29,12 +40,13 @@ export class JsonlTail {
     this.offset = size;
     const lines = (this.partial + bytes.toString('utf8')).split('\n');
     this.partial = lines.pop() ?? '';
-    return lines.filter((l) => l.trim() !== '').flatMap((l) => {
+    const records = lines.filter((l) => l.trim() !== '').flatMap((l) => {
       try {
         return [JSON.parse(l) as unknown];
       } catch {
         return []; // a damaged line: the dashboard shows the rest
       }
     });
+    return { records, restarted };
   }
 }
