@@ -1,5 +1,5 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
@@ -79,11 +79,16 @@ function formBody(req: IncomingMessage): Promise<URLSearchParams | null> {
   });
 }
 
+/** Bytes queued for a browser: the backlog sits in the socket's buffer (the response hands its writes straight to it). */
+const buffered = (res: ServerResponse) => (res.socket?.writableLength ?? 0) + res.writableLength;
+
 /** Each run's records so far, and the browsers that follow them by server-sent events. */
 class RunFeed {
   private readonly tails: JsonlTail[];
   private readonly records: unknown[][];
   private readonly clients = new Set<ServerResponse>();
+  /** Bytes still queued for each browser when its replay of the history was written. */
+  private readonly replayed = new Map<ServerResponse, number>();
 
   constructor(private readonly runs: DashboardRun[]) {
     this.tails = runs.map((r) => new JsonlTail(join(r.dir, 'metrics.jsonl')));
@@ -115,11 +120,16 @@ class RunFeed {
   follow(res: ServerResponse): void {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
     res.write('retry: 2000\n\n');
-    const runs = this.runs.map((r, id) => ({ id, label: r.label, dir: r.dir, totalSteps: r.totalSteps ?? null, config: readJson(join(r.dir, 'config.json')) }));
+    const runs = this.runs.map((r, id) => ({ id, label: r.label, dir: r.dir, totalSteps: r.totalSteps ?? null }));
     this.write(res, 'runs', runs);
     this.records.forEach((records, run) => this.write(res, 'records', { run, records }));
+    // The history may exceed the limit by itself: only what queues up after it counts.
+    this.replayed.set(res, buffered(res));
     this.clients.add(res);
-    res.on('close', () => this.clients.delete(res));
+    res.on('close', () => {
+      this.clients.delete(res);
+      this.replayed.delete(res);
+    });
   }
 
   private broadcast(event: string, data: unknown): void {
@@ -127,8 +137,7 @@ class RunFeed {
   }
 
   private write(res: ServerResponse, event: string, data: unknown): void {
-    // The backlog sits in the socket's buffer (the response hands its writes straight to it).
-    if ((res.socket?.writableLength ?? 0) + res.writableLength > MAX_BUFFERED) {
+    if (this.clients.has(res) && buffered(res) > MAX_BUFFERED + (this.replayed.get(res) ?? 0)) {
       this.clients.delete(res);
       res.destroy();
       return;
@@ -142,13 +151,6 @@ class RunFeed {
   }
 }
 
-function readJson(path: string): unknown {
-  try {
-    return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as unknown) : null;
-  } catch {
-    return null;
-  }
-}
 
 /** The page's own scripts, compiled from src/dashboard/web (which also emits, unused, the modules it takes types from). */
 const WEB_FILES = new Set(['/web/src/dashboard/web/app.js', '/web/src/report/specs.js']);
