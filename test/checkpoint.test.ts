@@ -186,6 +186,20 @@ test('a run killed before its first checkpoint cannot be resumed; --force starts
   assert.deepEqual(readdirSync(join(dir, 'checkpoints')), ['step-00000001']);
 });
 
+test('a --listen run stopped while it waited for nodes (only its token left): --force starts it over and keeps the token', () => {
+  const dir = join(tmp(), 'waited');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'token'), 'a-token-of-sixteen-or-more\n', { mode: 0o600 });
+  const run = ['train', '--config', 'tiny', '--max-steps', '1', '--workers', '1', '--listen', '127.0.0.1:0', '--out', dir];
+  const again = cli(run);
+  assert.equal(again.status, 2);
+  assert.match(again.stderr, /holds a run that stopped before its first checkpoint \(nothing to resume\); pass --force/);
+  const forced = cli([...run, '--force']);
+  assert.equal(forced.status, 0, forced.stderr);
+  assert.equal(readFileSync(join(dir, 'token'), 'utf8'), 'a-token-of-sixteen-or-more\n', 'the nodes\' copy still works');
+  assert.deepEqual(readdirSync(join(dir, 'checkpoints')), ['step-00000001']);
+});
+
 test('Ctrl-C stops after the current step with a checkpoint that --resume continues', async () => {
   const out = join(tmp(), 'sigint');
   const child = spawn(process.execPath, [CLI, 'train', '--config', 'tiny', '--workers', '2', '--out', out, '--max-steps', '400'],

@@ -5,6 +5,7 @@ import { CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE } from '../ch
 import { splitText, type SplitData } from '../data/dataset.js';
 import { checkTokenizerVocab, loadRunConfig, parseRunConfig, type RunConfig, type TrainingConfig } from '../model/config.js';
 import { UsageError } from '../util/errors.js';
+import { LOCK_NAME } from '../util/run-lock.js';
 import { prepareOutputDir } from './out-dir.js';
 
 /** The configs shipped with the package. */
@@ -53,8 +54,12 @@ const RUN_OUTPUTS = [
   'config.json', 'metrics.jsonl', 'samples.txt', 'loss.png', 'loss.svg', 'summary.json', 'token', TRAINER_FILE, MODEL_FILE, OPTIMIZER_FILE, CHECKPOINTS_DIR,
 ];
 
-/** Whether `dir` holds what a run writes before its first checkpoint, and nothing that looks foreign there. */
+/**
+ * Whether `dir` holds what a run writes before its first checkpoint, and nothing that looks foreign
+ * there: its log or checkpoint sets, or only the token of a `--listen` run stopped while it waited for nodes.
+ */
 function leftByUnfinishedRun(dir: string): boolean {
+  if (existsSync(dir) && readdirSync(dir).filter((e) => e !== LOCK_NAME).join() === 'token') return true;
   const log = join(dir, 'metrics.jsonl');
   const sets = join(dir, CHECKPOINTS_DIR);
   const ourLog = existsSync(log) && /^(\{"type":"|$)/.test(readFileSync(log, 'utf8').slice(0, 9));
@@ -76,7 +81,8 @@ export function prepareOutDir(out: string | undefined, force = false): string {
   if (unfinished && !force) {
     throw new UsageError(`--out ${dir} holds a run that stopped before its first checkpoint (nothing to resume); pass --force to start it over, or choose another --out`);
   }
-  if (unfinished) for (const name of RUN_OUTPUTS) rmSync(join(dir, name), { recursive: true, force: true });
+  // The token stays: nodes may have a copy of it already.
+  if (unfinished) for (const name of RUN_OUTPUTS.filter((n) => n !== 'token')) rmSync(join(dir, name), { recursive: true, force: true });
   prepareOutputDir(dir, { flag: '--out', kind: 'run', own: unfinished, outputs: RUN_OUTPUTS, force });
   return dir;
 }
