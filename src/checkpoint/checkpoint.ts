@@ -8,7 +8,7 @@ import { fsyncPath, writeFileAtomic } from '../util/files.js';
 import { readSafetensors, writeSafetensorsDurable, type NamedTensor, type SafetensorsFile } from './safetensors.js';
 
 /** 2: the checkpoint files live in a set directory that trainer.json (written last) names. */
-export const FORMAT_VERSION = 2;
+const FORMAT_VERSION = 2;
 export const MODEL_FILE = 'model.safetensors';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const TRAINER_FILE = 'trainer.json';
@@ -42,7 +42,7 @@ export interface TrainerState {
 }
 
 /** What the caller of saveCheckpoint says; the format and the set's place are the checkpoint's business. */
-export type CheckpointState = Omit<TrainerState, 'formatVersion' | 'checkpoint'>;
+type CheckpointState = Omit<TrainerState, 'formatVersion' | 'checkpoint'>;
 
 export const checkpointSetName = (step: number) => `${CHECKPOINTS_DIR}/step-${String(step).padStart(8, '0')}`;
 

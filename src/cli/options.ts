@@ -15,7 +15,7 @@ export const positiveNumber = (name: string) => check(name, (v) => Number.isFini
 export const nonNegativeNumber = (name: string) => check(name, (v) => Number.isFinite(v) && v >= 0, 'a non-negative number');
 
 /** More threads than this is a typo, not a machine: each thread holds a copy of the model. */
-export const MAX_THREADS = 256;
+const MAX_THREADS = 256;
 
 /** A thread count: a positive (or, with `allowZero`, non-negative) integer of at most MAX_THREADS. */
 export function threadCount(name: string, allowZero = false) {

@@ -9,9 +9,9 @@ import { DEFAULT_ACTIVATION_BUDGET } from './step.js';
 export const GiB = 2 ** 30;
 const FLOAT = 4;
 /** What one wasm instance can address (wasm32; see DESIGN.md): each worker thread has its own. */
-export const WASM_HEAP_BYTES = 4 * GiB;
+const WASM_HEAP_BYTES = 4 * GiB;
 
-export interface MemoryEstimate {
+interface MemoryEstimate {
   parameters: number;
   /** Weights, AdamW m and v, and the reduced gradient: four float32 copies of the parameters. */
   coordinatorBytes: number;
@@ -31,7 +31,7 @@ export interface MemoryEstimate {
  * and the head keeps the vocabulary probabilities for the backward while the next logits are
  * computed (counted as 2 S T V floats).
  */
-export function estimateTrainingMemory(config: RunConfig, threads: number): MemoryEstimate {
+function estimateTrainingMemory(config: RunConfig, threads: number): MemoryEstimate {
   const { embDim: D, nLayers: L, vocabSize: V, contextLength: T, nHeads: H } = config.model;
   const { batchSize } = config.training;
   const parameters = buildLayout(config.model).totalSize;

@@ -17,7 +17,7 @@ export interface RunLock {
 }
 
 /** Test hook: whether a process on this host is a gpt-ddp run (see isOurProcess). */
-export type ProcessProbe = (pid: number) => boolean;
+type ProcessProbe = (pid: number) => boolean;
 
 /**
  * Whether `pid` is alive and, where /proc tells, runs our CLI: a lock left by a killed run is
