@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { createTokenFile, readTokenFile } from '../comm/auth.js';
+import { readTokenFile, runToken } from '../comm/auth.js';
 import { isLoopback, startDashboard, type Dashboard, type DashboardRun } from '../dashboard/server.js';
 import { UsageError } from '../util/errors.js';
 import { parseListen } from './listen.js';
@@ -23,8 +23,7 @@ function dashboardToken(host: string, tokenFile: string | undefined, runDir: str
   if (isLoopback(host)) return null;
   if (tokenFile) return readTokenFile(tokenFile);
   if (!runDir) throw new UsageError(`a dashboard on ${host} needs --token-file: the secret to sign in with (it listens beyond this machine)`);
-  const own = join(runDir, 'token');
-  return existsSync(own) ? readTokenFile(own) : createTokenFile(own);
+  return runToken(undefined, runDir).token;
 }
 
 /** The dashboard of a training run, started by `train --dashboard`. */

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createTokenFile, readTokenFile } from '../comm/auth.js';
+import { resolve } from 'node:path';
+import { readTokenFile, runToken } from '../comm/auth.js';
 import { CONTROL_BYTES, PIECE_FLOATS, sampleBytes } from '../comm/frames.js';
 import type { WireFormat } from '../comm/protocol.js';
 import { NodeServer } from '../comm/server.js';
@@ -66,9 +66,7 @@ function lanAddresses(): string[] {
  */
 export async function startListening(args: ListenArgs, layout: ParamLayout, outDir: string, log: (line: string) => void): Promise<NodeServer> {
   const { host, port } = parseListen(args.listen!);
-  const generated = join(outDir, 'token');
-  const tokenPath = resolve(args.tokenFile ?? generated);
-  const token = args.tokenFile || existsSync(generated) ? readTokenFile(tokenPath) : createTokenFile(generated);
+  const { token, path: tokenPath } = runToken(args.tokenFile, outDir);
   const pieceFloats = args.pieceFloats ?? PIECE_FLOATS;
   let server: NodeServer;
   try {

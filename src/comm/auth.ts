@@ -1,5 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { UsageError } from '../util/errors.js';
 
 /**
@@ -23,6 +24,13 @@ export function createTokenFile(path: string): string {
     closeSync(fd);
   }
   return token;
+}
+
+/** A run's token: from --token-file, else the run directory's own `token` (made now when missing). */
+export function runToken(tokenFile: string | undefined, runDir: string): { token: string; path: string } {
+  const own = join(runDir, 'token');
+  const path = resolve(tokenFile ?? own);
+  return { token: tokenFile || existsSync(own) ? readTokenFile(path) : createTokenFile(own), path };
 }
 
 /** Reads a token file, refusing one that others can read (as ssh does for keys). */
