@@ -183,17 +183,17 @@ test('the log tail: complete lines only; a log replaced (a resumed run rewrites 
   const path = join(dir, 'metrics.jsonl');
   const tail = new JsonlTail(path);
   assert.deepEqual(tail.read(), { records: [], restarted: false }, 'no file yet');
-  writeFileSync(path, '{"step":0}\n{"step":1}\n{"step":2');
-  assert.deepEqual(tail.read(), { records: [{ step: 0 }, { step: 1 }], restarted: false });
+  writeFileSync(path, '{"type":"step","step":0}\n{"type":"step","step":1}\n{"type":"step","step":2');
+  assert.deepEqual(tail.read(), { records: [{ type: 'step', step: 0 }, { type: 'step', step: 1 }], restarted: false });
   appendFileSync(path, '}\n');
-  assert.deepEqual(tail.read(), { records: [{ step: 2 }], restarted: false });
+  assert.deepEqual(tail.read(), { records: [{ type: 'step', step: 2 }], restarted: false });
   const replace = (text: string) => {
     writeFileSync(`${path}.tmp`, text);
     renameSync(`${path}.tmp`, path);
   };
-  replace('{"step":0}\n{"step":1}\n{"step":2}\n{"step":3}\n');
-  assert.deepEqual(tail.read(), { records: [0, 1, 2, 3].map((step) => ({ step })), restarted: true }, 'a new inode, even a longer file');
+  replace('{"type":"step","step":0}\n{"type":"step","step":1}\n{"type":"step","step":2}\n{"type":"step","step":3}\n');
+  assert.deepEqual(tail.read(), { records: [0, 1, 2, 3].map((step) => ({ type: 'step', step })), restarted: true }, 'a new inode, even a longer file');
   assert.deepEqual(tail.read(), { records: [], restarted: false });
-  writeFileSync(path, '{"step":0}\n');
-  assert.deepEqual(tail.read(), { records: [{ step: 0 }], restarted: true }, 'the same file, cut shorter');
+  writeFileSync(path, '{"type":"step","step":0}\n');
+  assert.deepEqual(tail.read(), { records: [{ type: 'step', step: 0 }], restarted: true }, 'the same file, cut shorter');
 });

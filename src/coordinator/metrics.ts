@@ -47,7 +47,7 @@ function before(r: MetricRecord, at: { step: number; epoch: number }): boolean {
 const TYPES = new Set(['step', 'eval', 'sample', 'member']);
 
 /** A record of the log, or null when the line is not one (torn or damaged). */
-function parseRecord(line: string): MetricRecord | null {
+export function parseRecord(line: string): MetricRecord | null {
   try {
     const r = JSON.parse(line) as unknown;
     const ok = typeof r === 'object' && r !== null && TYPES.has((r as { type?: unknown }).type as string) &&

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../util/errors.js';
 import { LOGIN_PAGE, PAGE } from './page.js';
+import type { MetricRecord } from '../coordinator/metrics.js';
 import { JsonlTail, type TailRead } from './tail.js';
 
 /** A run directory the dashboard shows; `totalSteps` when known (progress and ETA). */
@@ -85,7 +86,7 @@ const buffered = (res: ServerResponse) => (res.socket?.writableLength ?? 0) + re
 /** Each run's records so far, and the browsers that follow them by server-sent events. */
 class RunFeed {
   private readonly tails: JsonlTail[];
-  private readonly records: unknown[][];
+  private readonly records: MetricRecord[][];
   private readonly clients = new Set<ServerResponse>();
   /** Bytes still queued for each browser when its replay of the history was written. */
   private readonly replayed = new Map<ServerResponse, number>();

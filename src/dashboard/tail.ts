@@ -1,8 +1,9 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { parseRecord, type MetricRecord } from '../coordinator/metrics.js';
 
 /** What a read found: the complete lines added since the last read, or the whole file when it was replaced. */
 export interface TailRead {
-  records: unknown[];
+  records: MetricRecord[];
   /** The file was replaced or rewritten shorter since the last read: `records` start from its beginning. */
   restarted: boolean;
 }
@@ -40,13 +41,8 @@ export class JsonlTail {
     this.offset = size;
     const lines = (this.partial + bytes.toString('utf8')).split('\n');
     this.partial = lines.pop() ?? '';
-    const records = lines.filter((l) => l.trim() !== '').flatMap((l) => {
-      try {
-        return [JSON.parse(l) as unknown];
-      } catch {
-        return []; // a damaged line: the dashboard shows the rest
-      }
-    });
+    // A damaged line is skipped: the dashboard shows the rest.
+    const records = lines.flatMap((l) => parseRecord(l) ?? []);
     return { records, restarted };
   }
 }
