@@ -59,7 +59,7 @@ const RUN_OUTPUTS = [
  * there: its log or checkpoint sets, or only the token of a `--listen` run stopped while it waited for nodes.
  */
 function leftByUnfinishedRun(dir: string): boolean {
-  if (existsSync(dir) && readdirSync(dir).filter((e) => e !== LOCK_NAME).join() === 'token') return true;
+  if (existsSync(dir) && statSync(dir).isDirectory() && readdirSync(dir).filter((e) => e !== LOCK_NAME).join() === 'token') return true;
   const log = join(dir, 'metrics.jsonl');
   const sets = join(dir, CHECKPOINTS_DIR);
   const ourLog = existsSync(log) && /^(\{"type":"|$)/.test(readFileSync(log, 'utf8').slice(0, 9));
