@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { Downstream } from '../src/comm/downstream.js';
 import { controlFrame, decodeFrame, denseFrame, denseValues, FRAME, framePool, HEADER_BYTES, ProtocolError, rowsFrame, rowValues } from '../src/comm/frames.js';
 import { parseCoordinatorMessage, parseNodeMessage } from '../src/comm/messages.js';
 import { StepReducer } from '../src/comm/reducer.js';
@@ -7,7 +8,7 @@ import { assignSlots, reassignSlots } from '../src/math/assign.js';
 import { fromBf16, roundToBf16, toBf16 } from '../src/math/bf16.js';
 import { gradientPieces } from '../src/math/pieces.js';
 import { addInto, addRows, type SparseRows } from '../src/math/reduce.js';
-import { maximalSubtrees, treeSum } from '../src/math/tree.js';
+import { maximalSubtrees, rootComplement, treeSum } from '../src/math/tree.js';
 import { buildLayout, convertHead, gradientRegions, HEAD_BLOCK, headBlocks } from '../src/model/layout.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -26,6 +27,17 @@ test('reduction tree: maximal subtrees of a slot set, and the order of the sum',
   assert.equal(sum, '(((g0+g1)+g2)+(g3+g4))');
   const withPartial = treeSum<string>([0, 5], ([lo, hi]) => (lo === 0 && hi === 3 ? 'P' : hi - lo === 1 ? `g${lo}` : undefined), (a, b) => `(${a}+${b})`);
   assert.equal(withPartial, '(P+(g3+g4))', 'a stored partial stands for its whole subtree');
+});
+
+test('root complement: the other half of the tree, only for a child of the root', () => {
+  assert.deepEqual(rootComplement([0, 2], 4), [2, 4]);
+  assert.deepEqual(rootComplement([2, 4], 4), [0, 2]);
+  assert.deepEqual(rootComplement([0, 3], 5), [3, 5], 'the left child takes the larger half');
+  assert.deepEqual(rootComplement([1, 2], 2), [0, 1]);
+  assert.equal(rootComplement([0, 1], 4), null, 'a grandchild of the root needs more than one other sum');
+  assert.equal(rootComplement([0, 4], 4), null, 'the root itself');
+  assert.equal(rootComplement([0, 1], 1), null, 'a single slot');
+  assert.equal(rootComplement([0, 2], 5), null, '[0, 2) is no subtree of 5 slots');
 });
 
 test('slot assignment: contiguous, proportional to threads; orphans go to the least loaded', () => {
@@ -142,6 +154,60 @@ test('the reducer gives the same bits for any decomposition and arrival order; a
   const reducer = new StepReducer(4, pieces, 2, () => {}, () => {});
   reducer.add(1, { kind: 'dense', node: [0, 2], piece: 0, data: new Float32Array(20) });
   assert.throws(() => reducer.add(2, { kind: 'dense', node: [1, 2], piece: 0, data: new Float32Array(20) }), /overlaps/);
+});
+
+/** A node as Downstream sees it: it keeps what it is sent (type, subtree, piece, values) and frees each frame. */
+class RecordingNode {
+  readonly got: string[] = [];
+  readonly values = new Map<string, Float32Array>();
+
+  send(frame: Buffer, done?: () => void): void {
+    const f = decodeFrame(frame);
+    if (f.type === FRAME.control) throw new Error('a control frame');
+    const { type, a, b, c, d } = f.header;
+    const key = type === FRAME.peer ? `peer ${d} [${b}, ${c}) step ${a}` : `sum ${d} step ${a}`;
+    this.got.push(key);
+    this.values.set(key, denseValues(f.header, f.payload, f.header.f, f.header.wire).slice());
+    done?.();
+  }
+}
+
+test('downstream: the owner of one half gets the other half\'s partial as it arrives; everyone else the sum', () => {
+  const pieces = gradientPieces([[0, 8]], 4);
+  const values = (x: number) => new Float32Array(4).fill(x);
+  // 2 nodes x 2 threads: each node owns a half of slots [0, 4).
+  const [a, b] = [new RecordingNode(), new RecordingNode()];
+  const halves = new Downstream<RecordingNode>(7, 4, 'fp32', pieces, framePool(4));
+  halves.launch(a, [0, 1]);
+  halves.launch(b, [2, 3]);
+  halves.partial(b, [2, 4], 0, values(2), true);
+  assert.deepEqual(a.got, ['peer 0 [2, 4) step 7'], 'a node gets the other half\'s partial at once');
+  assert.deepEqual(a.values.get('peer 0 [2, 4) step 7'), values(2));
+  assert.deepEqual(b.got, [], 'never its own');
+  halves.partial(a, [0, 2], 0, values(1), true);
+  halves.sum([a, b], pieces[0]!, values(3));
+  assert.deepEqual(b.got, ['peer 0 [0, 2) step 7'], 'a piece sent as a peer frame is not sent again as the sum');
+  // A second task (slots reassigned mid-step) ends peer frames for that node: it gets sums.
+  halves.launch(a, [2, 3]);
+  halves.partial(b, [2, 4], 1, values(2), true);
+  halves.partial(a, [2, 4], 1, values(2), true);
+  halves.sum([a, b], pieces[1]!, values(4));
+  assert.deepEqual(a.got.slice(1), ['sum 1 step 7']);
+  assert.deepEqual(b.got.slice(1), ['sum 1 step 7']);
+
+  // 4 nodes x 1 thread: no node owns a half, so all get sums; a bf16 run never forwards our threads' unrounded sums.
+  const four = [0, 1, 2, 3].map(() => new RecordingNode());
+  const quarters = new Downstream<RecordingNode>(1, 4, 'fp32', pieces, framePool(4));
+  four.forEach((n, i) => quarters.launch(n, [i]));
+  four.forEach((n, i) => quarters.partial(n, [i, i + 1], 0, values(i), true));
+  quarters.sum(four, pieces[0]!, values(6));
+  four.forEach((n) => assert.deepEqual(n.got, ['sum 0 step 1']));
+  const node = new RecordingNode();
+  const local = new Downstream<RecordingNode>(2, 2, 'bf16', pieces, framePool(4));
+  local.launch(node, [1]);
+  local.partial(null, [0, 1], 0, values(1), false);
+  local.sum([node], pieces[0]!, values(2));
+  assert.deepEqual(node.got, ['sum 0 step 2']);
 });
 
 test('frames: dense (fp32, bf16) and rows round trip; malformed frames are refused', () => {

@@ -6,10 +6,13 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
-import { newNonce } from '../src/comm/auth.js';
-import { controlFrame, denseFrame, FRAME, maxPayload, rowsFrame, type FrameType } from '../src/comm/frames.js';
+import { newNonce, proof } from '../src/comm/auth.js';
+import { controlFrame, decodeFrame, denseFrame, FRAME, maxPayload, peerFrame, reducedFrame, rowsFrame, type FrameType } from '../src/comm/frames.js';
+import { parseNodeMessage } from '../src/comm/messages.js';
 import { PROTOCOL_VERSION, type TrainMessage } from '../src/comm/protocol.js';
 import type { MemberRecord } from '../src/coordinator/metrics.js';
+import { gradientPieces } from '../src/math/pieces.js';
+import { buildLayout, gradientRegions } from '../src/model/layout.js';
 import { Rng } from '../src/util/rng.js';
 import { assertSameRun, exited, killAll, records, referenceRun, run, startCoordinator, startNode, tmp, type Coordinator } from './cluster-helpers.js';
 import { fakeNode } from './fake-node.js';
@@ -83,6 +86,67 @@ test('a node refuses a coordinator that speaks another protocol or cannot prove 
   }
 });
 
+const SMALL = { vocabSize: 64, contextLength: 8, embDim: 8, nHeads: 2, nLayers: 1, dropRate: 0, qkvBias: false };
+
+/**
+ * A stand-in coordinator that admits a node properly (token proof, zero weights of a small model),
+ * gives it slot 0 of a 2-slot step, so the node owns half the tree, then sends `frames`.
+ */
+async function scriptedCoordinator(token: string, frames: () => Buffer[]): Promise<{ url: string; close: () => void }> {
+  const model = SMALL;
+  const pieceFloats = 1024;
+  const zeros = new Float32Array(buildLayout(model).totalSize);
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await new Promise((r) => wss.once('listening', r));
+  wss.on('connection', (ws) => {
+    const nonce = newNonce();
+    ws.send(controlFrame({ kind: 'challenge', protocol: PROTOCOL_VERSION, nonce }));
+    ws.on('message', (data: Buffer) => {
+      const frame = decodeFrame(data);
+      if (frame.type !== FRAME.control) return;
+      const m = parseNodeMessage(frame.message);
+      if (m.kind === 'hello') {
+        ws.send(controlFrame({ kind: 'welcome', proof: proof(token, 'coordinator', m.nonce, nonce), member: 1, model, wire: 'fp32', pieceFloats }));
+        ws.send(controlFrame({ kind: 'state', version: 0 }));
+        for (let b = 0; b < 3; b++) {
+          for (let d = 0; d * pieceFloats < zeros.length; d++) ws.send(denseFrame({ type: FRAME.state, wire: 'fp32', a: 0, b, c: 0, d, e: 0 }, zeros.subarray(d * pieceFloats, (d + 1) * pieceFloats)));
+        }
+        ws.send(controlFrame({ kind: 'state-end', version: 0 }));
+      } else if (m.kind === 'ready') {
+        const ids = () => new Uint8Array(Int32Array.from({ length: 8 }, (_, i) => i + 1).buffer);
+        ws.send(controlFrame({ kind: 'train', task: 1, step: 0, slotCount: 2, dropout: { rate: 0, seed: 1 }, slots: [{ slot: 0, samples: [{ id: 0, input: ids(), target: ids() }] }] }));
+        for (const f of frames()) ws.send(f);
+      }
+    });
+  });
+  const { port } = wss.address() as { port: number };
+  return { url: `ws://127.0.0.1:${port}`, close: () => wss.close() };
+}
+
+test('a node owning half the tree takes only the other half\'s partials, once each, and never also its sum', async () => {
+  const token = join(tmp(), 'token');
+  writeFileSync(token, 'a-token-of-sixteen-or-more\n', { mode: 0o600 });
+  const first = gradientPieces(gradientRegions(buildLayout(SMALL)), 1024)[0]!;
+  const piece = new Float32Array(first.end - first.start);
+  const cases: Array<[string, () => Buffer[], RegExp]> = [
+    ['its own half', () => [peerFrame(0, [0, 1], 0, piece, 'fp32')], /unexpected peer piece 0 of step 0 for slots \[0, 1\)/],
+    ['another step', () => [peerFrame(3, [1, 2], 0, piece, 'fp32')], /unexpected peer piece 0 of step 3/],
+    ['a piece twice', () => [peerFrame(0, [1, 2], 0, piece, 'fp32'), peerFrame(0, [1, 2], 0, piece, 'fp32')], /unexpected peer piece 0 of step 0/],
+    ['the sum of a piece it had as a peer frame', () => [peerFrame(0, [1, 2], 0, piece, 'fp32'), reducedFrame(0, 0, piece, 'fp32')], /unexpected reduced piece 0 of step 0/],
+  ];
+  for (const [what, frames, pattern] of cases) {
+    const fake = await scriptedCoordinator('a-token-of-sixteen-or-more', frames);
+    try {
+      const node = startNode({ url: fake.url, token }, 1);
+      await exited(node, 1);
+      assert.match(node.stdout.join('\n'), /weights of step 0 loaded/, `${what}: the node was admitted`);
+      assert.match(node.stdout.join('\n'), new RegExp(`the coordinator sent a bad message: ${pattern.source}`), what);
+    } finally {
+      fake.close();
+    }
+  }
+});
+
 /** A token id that none of the task's samples uses. */
 function unusedToken(t: TrainMessage): number {
   const used = new Set(t.slots.flatMap((s) => s.samples.flatMap((x) => [...x.input])));
@@ -93,7 +157,8 @@ function unusedToken(t: TrainMessage): number {
 
 /** Frames a misbehaving node sends for its train task, and the reason the coordinator must give. */
 const misdeeds: Array<[string, (t: TrainMessage) => Buffer, RegExp]> = [
-  ['garbage bytes', () => Buffer.from('\x07this is not a frame'), /unknown frame type 7/],
+  ['garbage bytes', () => Buffer.from('\x09this is not a frame'), /unknown frame type 9/],
+  ['a frame only a coordinator sends', (t) => peerFrame(t.step, [0, 1], 0, new Float32Array(65536), 'fp32'), /may not send frame type 7/],
   ['a short tensor frame', () => Buffer.from([FRAME.partial, 0, 0, 0, 1]), /short frame/],
   ['an oversize frame', () => Buffer.alloc(maxPayload(65536) + 1, 0), /1009|Max payload/],
   ['a frame for a slot it does not own', (t) => denseFrame({ type: FRAME.partial, wire: 'fp32', a: t.task, b: 0, c: 1, d: 0, e: 0 }, new Float32Array(65536)),
@@ -162,7 +227,7 @@ test('1,000 fuzzed frames at the coordinator: no crash, bounded memory, the run 
   const fuzzed = (): Buffer => {
     const kind = rng.below(4);
     if (kind === 0) return randomBytes(1 + rng.below(200));
-    const base = kind === 1 ? denseFrame({ type: (2 + rng.below(5)) as FrameType, wire: rng.uniform() < 0.5 ? 'fp32' : 'bf16', a: rng.below(5), b: rng.below(3), c: rng.below(3), d: rng.below(40), e: 0 }, new Float32Array(rng.below(70000)))
+    const base = kind === 1 ? denseFrame({ type: (2 + rng.below(6)) as FrameType, wire: rng.uniform() < 0.5 ? 'fp32' : 'bf16', a: rng.below(5), b: rng.below(3), c: rng.below(3), d: rng.below(40), e: 0 }, new Float32Array(rng.below(70000)))
       : kind === 2 ? controlFrame({ kind: ['trained', 'ready', 'losses', 'leave', 'hello', 'x'][rng.below(6)], task: rng.below(3), results: [{ slot: rng.below(3) }] })
         : randomBytes(33 + rng.below(64));
     for (let k = rng.below(6); k > 0; k--) base[rng.below(base.length)] = rng.below(256);

@@ -9,6 +9,7 @@ import type { KernelChoice } from '../model/provider.js';
 import type { ParamLayout } from '../model/layout.js';
 import { WorkerError, type MemberEvent, type MemberInfo, type StepReport, type StepRequest, type WorkerGroup } from './group.js';
 import { LocalMember, type Member } from './member.js';
+import { Downstream } from './downstream.js';
 import { framePool, PIECE_FLOATS, reducedFrame, reducedRowsFrames, type FramePool } from './frames.js';
 import type { Sample, SlotStats, WireFormat } from './protocol.js';
 import { StepReducer } from './reducer.js';
@@ -272,27 +273,31 @@ export class Cluster implements WorkerGroup {
     let reduceMs = 0;
     // The nodes' partials of each piece, in pool memory until the piece is summed.
     const held = this.pieces.map((): Float32Array[] => []);
+    const downstream = new Downstream(step, this.slotCount, this.wire, this.pieces, this.frames);
     const reducer = new StepReducer(this.slotCount, this.pieces, D, (piece, sum) => {
       if (this.wire === 'bf16') roundToBf16(sum);
       this.pool.reduced.set(sum, piece.start);
       current.pieces.push(piece);
       for (const h of held[piece.index]!.splice(0)) this.frames.give(h.buffer);
-      if (this.nodes.length === 0) return;
-      const frame = reducedFrame(step, piece.index, this.pool.reduced.subarray(piece.start, piece.end), this.wire, this.frames.take());
-      let unsent = this.nodes.length;
-      for (const n of this.nodes) n.send(frame, () => --unsent === 0 && this.frames.give(frame.buffer));
+      downstream.sum(this.nodes, piece, this.pool.reduced.subarray(piece.start, piece.end));
     }, (rows) => {
       putRows(tok, rows, D);
       current.rows = rows;
       const frames = reducedRowsFrames(step, rows, D, this.pool.pieceFloats);
       for (const n of this.nodes) for (const f of frames) n.send(f);
     });
-    const { results, outcomes } = await this.runSlots<SlotStats>(step, req.shards.map((_, s) => s), (member, slots, task) =>
-      member.train({ step, slotCount: this.slotCount, slots: slots.map((slot) => ({ slot, samples: req.shards[slot]! })), dropout: req.dropout }, (p) => {
+    const { results, outcomes } = await this.runSlots<SlotStats>(step, req.shards.map((_, s) => s), (member, slots, task) => {
+      const node = member === this.local ? null : (member as RemoteNode);
+      if (node) downstream.launch(node, slots);
+      return member.train({ step, slotCount: this.slotCount, slots: slots.map((slot) => ({ slot, samples: req.shards[slot]! })), dropout: req.dropout }, (p) => {
         const r0 = performance.now();
         // Nodes' frames are checked on arrival; our own threads' sums here.
-        if (member === this.local && firstNonFinite(p.kind === 'dense' ? p.data : p.rows.values) >= 0) throw divergence(step, slots);
-        if (member !== this.local && p.kind === 'dense') {
+        if (!node && firstNonFinite(p.kind === 'dense' ? p.data : p.rows.values) >= 0) throw divergence(step, slots);
+        if (p.kind === 'dense') {
+          // Our threads' sums never crossed the wire: in bf16 a node would get them rounded.
+          downstream.partial(node, p.node, p.piece, p.data, node !== null || this.wire === 'fp32');
+        }
+        if (node && p.kind === 'dense') {
           const data = this.frames.copy(p.data);
           held[p.piece]!.push(data);
           reducer.add(task, { ...p, data });
@@ -300,7 +305,8 @@ export class Cluster implements WorkerGroup {
           reducer.add(task, p);
         }
         reduceMs += performance.now() - r0;
-      }), (task) => reducer.drop(task));
+      });
+    }, (task) => reducer.drop(task));
     if (!reducer.complete) throw new Error(`step ${step}: every slot reported but the reduction is incomplete`);
     const t1 = performance.now();
 

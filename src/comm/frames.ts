@@ -9,13 +9,18 @@
  *   reduced       coordinator -> node  a step, d piece                            dense piece of the step's sum
  *   reduced-rows  coordinator -> node  a step, d part, e parts, f rows           its token-embedding rows
  *   state         coordinator -> node  a version, b tensor (0 weights, 1 m, 2 v), d piece
+ *   peer          coordinator -> node  a step, b lo, c hi, d piece               dense piece of the other half's sum
+ *
+ * A node whose slots are one half of the reduction tree gets the other half's partial sum (a peer
+ * frame) as soon as it arrives and adds its own, instead of waiting for the step's sum (see Cluster).
  */
 import { Packr } from 'msgpackr';
 import { fromBf16, toBf16 } from '../math/bf16.js';
 import { firstNonFinite, type SparseRows } from '../math/reduce.js';
+import type { TreeNode } from '../math/tree.js';
 import type { WireFormat } from './protocol.js';
 
-export const FRAME = { control: 1, partial: 2, partialRows: 3, reduced: 4, reducedRows: 5, state: 6 } as const;
+export const FRAME = { control: 1, partial: 2, partialRows: 3, reduced: 4, reducedRows: 5, state: 6, peer: 7 } as const;
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 export const HEADER_BYTES = 32;
 /** Floats per streamed gradient piece: 4 MiB frames, and the bound on any frame's size. */
@@ -139,6 +144,11 @@ export function reducedFrame(step: number, piece: number, values: Float32Array, 
   return denseFrame({ type: FRAME.reduced, wire, a: step, b: 0, c: 0, d: piece, e: 0 }, values, into);
 }
 
+/** A piece of the partial sum of subtree `node` (the other half of the tree), for a node that owns one half. */
+export function peerFrame(step: number, node: TreeNode, piece: number, values: Float32Array, wire: WireFormat, into?: ArrayBuffer): Buffer {
+  return denseFrame({ type: FRAME.peer, wire, a: step, b: node[0], c: node[1], d: piece, e: 0 }, values, into);
+}
+
 /** Rows at most this many to a frame keep every frame within a piece's size. */
 export const rowsPerFrame = (pieceFloats: number, width: number): number => Math.max(1, Math.floor(pieceFloats / (width + 1)));
 
@@ -158,7 +168,7 @@ export function decodeFrame(data: Buffer): DecodedFrame {
       throw new ProtocolError(`undecodable control message (${(err as Error).message})`);
     }
   }
-  if (type < FRAME.partial || type > FRAME.state) throw new ProtocolError(`unknown frame type ${type}`);
+  if (type < FRAME.partial || type > FRAME.peer) throw new ProtocolError(`unknown frame type ${type}`);
   if (data.length < HEADER_BYTES) throw new ProtocolError(`short frame: ${data.length} bytes, less than its ${HEADER_BYTES}-byte header`);
   const dtype = data.readUInt8(1);
   if (dtype > 1 || data.readUInt16LE(2) !== 0 || data.readUInt32LE(28) !== 0) throw new ProtocolError('malformed frame header');

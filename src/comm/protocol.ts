@@ -26,7 +26,7 @@ export type Partial =
   | { kind: 'rows'; node: TreeNode; rows: SparseRows };
 
 /** Bumped whenever a message or frame changes meaning; both sides must agree. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 export type WireFormat = 'fp32' | 'bf16';
 

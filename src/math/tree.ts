@@ -51,3 +51,15 @@ export function treeSum<T>(root: TreeNode, partial: (node: TreeNode) => T | unde
   };
   return sum(root[0], root[1]);
 }
+
+/**
+ * The subtree whose partial sum, added to `own`'s, gives the sum over all `slotCount` slots: the
+ * root's other child when `own` is one of the root's children, else null.
+ */
+export function rootComplement(own: TreeNode, slotCount: number): TreeNode | null {
+  if (slotCount < 2) return null;
+  const mid = treeSplit(0, slotCount);
+  if (own[0] === 0 && own[1] === mid) return [mid, slotCount];
+  if (own[0] === mid && own[1] === slotCount) return [0, mid];
+  return null;
+}

@@ -9,7 +9,9 @@ import {
 import { checkSamples, parseCoordinatorMessage } from '../comm/messages.js';
 import { PROTOCOL_VERSION, type CoordinatorMessage, type NodeMessage, type Partial, type WelcomeMessage } from '../comm/protocol.js';
 import { ThreadPool } from '../comm/threads.js';
-import { clearRows, putRows, type SparseRows } from '../math/reduce.js';
+import { roundToBf16 } from '../math/bf16.js';
+import { addInto, clearRows, putRows, type SparseRows } from '../math/reduce.js';
+import { maximalSubtrees, rootComplement, type TreeNode } from '../math/tree.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { KernelChoice } from '../model/provider.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
@@ -74,6 +76,10 @@ class NodeSession {
   private stateGot = new Set<string>();
   /** What has arrived of the step's reduced gradient. */
   private reduced = { pieces: new Set<number>(), rows: null as RowsAssembler | null, sum: null as SparseRows | null };
+  /** Train tasks of this step so far: only the first can make this node the owner of half the tree. */
+  private tasksThisStep = 0;
+  /** When this step's first task is half the tree: our partial sums and which pieces of the other half's came (peer frames). */
+  private half: { own: TreeNode; other: TreeNode; ours: Map<number, Float32Array>; theirs: Set<number> } | null = null;
   /** Set as soon as the coordinator's goodbye arrives, even while earlier messages are still handled. */
   private shutdownReason: string | null = null;
   private computing: Promise<void> = Promise.resolve();
@@ -249,9 +255,18 @@ class NodeSession {
       this.stateGot.add(`${h.b}:${h.d}`);
     } else if (h.type === FRAME.reduced) {
       const piece = pool.pieces[h.d];
-      if (!piece || h.a !== this.version || this.reduced.pieces.has(h.d)) throw new ProtocolError(`unexpected reduced piece ${h.d} of step ${h.a}`);
+      if (!piece || h.a !== this.version || this.reduced.pieces.has(h.d) || this.half?.theirs.has(h.d)) throw new ProtocolError(`unexpected reduced piece ${h.d} of step ${h.a}`);
       pool.reduced.set(denseValues(h, payload, piece.end - piece.start, wire), piece.start);
       this.reduced.pieces.add(h.d);
+    } else if (h.type === FRAME.peer) {
+      const piece = pool.pieces[h.d];
+      const half = this.half;
+      if (!piece || !half || h.a !== this.version || h.b !== half.other[0] || h.c !== half.other[1] || half.theirs.has(h.d) || this.reduced.pieces.has(h.d)) {
+        throw new ProtocolError(`unexpected peer piece ${h.d} of step ${h.a} for slots [${h.b}, ${h.c})`);
+      }
+      pool.reduced.set(denseValues(h, payload, piece.end - piece.start, wire), piece.start);
+      half.theirs.add(h.d);
+      this.addHalves(h.d);
     } else if (h.type === FRAME.reducedRows) {
       if (h.a !== this.version) throw new ProtocolError(`reduced rows of step ${h.a} while the weights are of step ${this.version}`);
       this.reduced.rows ??= new RowsAssembler(model.embDim, model.vocabSize, Math.ceil(model.vocabSize / rowsPerFrame(pieceFloats, model.embDim)));
@@ -268,11 +283,21 @@ class NodeSession {
     const { wire, pieceFloats, model } = this.welcome!;
     const frames = this.frames!;
     const fault = this.faults.forStep(m.step);
+    if (this.tasksThisStep++ === 0) {
+      const own = maximalSubtrees(m.slots.map((s) => s.slot), m.slotCount);
+      const other = own.length === 1 ? rootComplement(own[0]!, m.slotCount) : null;
+      this.half = other ? { own: own[0]!, other, ours: new Map(), theirs: new Set() } : null;
+    }
+    const half = this.half;
     const sink = (p: Partial) => {
       if (!fault.allow(p)) return;
       if (p.kind === 'dense') {
         const frame = denseFrame({ type: FRAME.partial, wire, a: m.task, b: p.node[0], c: p.node[1], d: p.piece, e: 0 }, p.data, frames.take());
         this.ws.send(frame, () => frames.give(frame.buffer));
+        if (half && p.node[0] === half.own[0] && p.node[1] === half.own[1]) {
+          half.ours.set(p.piece, p.data);
+          this.addHalves(p.piece);
+        }
       } else {
         const parts = splitRows(p.rows, rowsPerFrame(pieceFloats, model.embDim), model.embDim);
         parts.forEach((part, i) => this.ws.send(rowsFrame({ type: FRAME.partialRows, a: m.task, b: p.node[0], c: p.node[1], d: i, e: parts.length }, part)));
@@ -285,6 +310,22 @@ class NodeSession {
       throw err;
     });
     this.computing.catch((err: unknown) => this.fail(err));
+  }
+
+  /**
+   * A piece's sum from our half's partial and the other half's, once both are here: what the
+   * coordinator computes (in bf16, from the values as they crossed the wire).
+   */
+  private addHalves(index: number): void {
+    const half = this.half;
+    const ours = half?.ours.get(index);
+    if (!half || !ours || !half.theirs.has(index) || this.reduced.pieces.has(index)) return;
+    const piece = this.pool!.pieces[index]!;
+    const sum = this.pool!.reduced.subarray(piece.start, piece.end);
+    if (this.welcome!.wire === 'bf16') roundToBf16(ours);
+    addInto(sum, ours);
+    if (this.welcome!.wire === 'bf16') roundToBf16(sum);
+    this.reduced.pieces.add(index);
   }
 
   private async onCommit(step: number, gradScale: number, adam: Extract<CoordinatorMessage, { kind: 'commit' }>['adam']): Promise<void> {
@@ -302,6 +343,8 @@ class NodeSession {
     clearRows(tok, rows.rows, D);
     pool.release();
     this.reduced = { pieces: new Set(), rows: null, sum: null };
+    this.tasksThisStep = 0;
+    this.half = null;
     this.version = step + 1;
     pool.publish(this.version);
   }
