@@ -65,3 +65,27 @@ test('a second train on a running run directory is refused before any work; afte
   assert.equal(resumed.status, 0, resumed.stderr);
   assert.ok(!existsSync(join(out, LOCK_NAME)), 'the resumed run took the stale lock over and released it');
 });
+
+test('--force never starts over a live run that has not reached its first checkpoint', async () => {
+  const out = join(scratchDir('lock-force'), 'run');
+  // A run waiting for nodes holds its lock and its token, and no checkpoint yet.
+  const first = spawn(process.execPath, [CLI, 'train', '--config', 'tiny', '--data', VERDICT, '--listen', '127.0.0.1:0', '--nodes', '1', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((resolve) => first.on('close', (code) => resolve(code)));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      first.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('listening on') && resolve());
+      void exited.then((code) => reject(new Error(`the first run ended early (${code})`)));
+    });
+    // What a run logs before its first checkpoint commits.
+    writeFileSync(join(out, 'metrics.jsonl'), '{"type":"step"}\n');
+    const second = spawnSync(process.execPath, [CLI, 'train', '--config', 'tiny', '--data', VERDICT, '--workers', '1', '--out', out, '--force'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(second.status, 2, second.stderr);
+    assert.match(second.stderr, new RegExp(`in use by gpt-ddp process ${first.pid} since`));
+    assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), '{"type":"step"}\n', 'the live run\'s files are untouched');
+    assert.ok(existsSync(join(out, 'token')));
+    assert.equal(owner(out).pid, first.pid);
+  } finally {
+    first.kill('SIGKILL');
+  }
+  await exited;
+});

@@ -5,7 +5,7 @@ import { CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE } from '../ch
 import { splitText, type SplitData } from '../data/dataset.js';
 import { checkTokenizerVocab, loadRunConfig, parseRunConfig, type RunConfig, type TrainingConfig } from '../model/config.js';
 import { UsageError } from '../util/errors.js';
-import { LOCK_NAME } from '../util/run-lock.js';
+import { LOCK_NAME, lockRunDir, type RunLock } from '../util/run-lock.js';
 import { prepareOutputDir } from './out-dir.js';
 
 /** The configs shipped with the package. */
@@ -68,10 +68,10 @@ function leftByUnfinishedRun(dir: string): boolean {
 }
 
 /**
- * Checks and creates a new run's directory (see prepareOutputDir). One that holds a run is never
- * written over: it is continued with --resume.
+ * Checks, creates and locks a new run's directory (see prepareOutputDir and lockRunDir). One that
+ * holds a run is never written over: it is continued with --resume.
  */
-export function prepareOutDir(out: string | undefined, force = false): string {
+export function prepareOutDir(out: string | undefined, force = false): { dir: string; lock: RunLock } {
   const dir = out ?? join('runs', timestamp());
   if (existsSync(join(dir, TRAINER_FILE))) {
     throw new UsageError(`--out ${dir} already holds a run; continue it with --resume ${dir}, or choose another --out`);
@@ -81,8 +81,15 @@ export function prepareOutDir(out: string | undefined, force = false): string {
   if (unfinished && !force) {
     throw new UsageError(`--out ${dir} holds a run that stopped before its first checkpoint (nothing to resume); pass --force to start it over, or choose another --out`);
   }
-  // The token stays: nodes may have a copy of it already.
-  if (unfinished) for (const name of RUN_OUTPUTS.filter((n) => n !== 'token')) rmSync(join(dir, name), { recursive: true, force: true });
-  prepareOutputDir(dir, { flag: '--out', kind: 'run', own: unfinished, outputs: RUN_OUTPUTS, force });
-  return dir;
+  // Locked before anything is removed: a live run looks unfinished until its first checkpoint commits.
+  const early = unfinished ? lockRunDir(dir) : null;
+  try {
+    // The token stays: nodes may have a copy of it already.
+    if (unfinished) for (const name of RUN_OUTPUTS.filter((n) => n !== 'token')) rmSync(join(dir, name), { recursive: true, force: true });
+    prepareOutputDir(dir, { flag: '--out', kind: 'run', own: unfinished, outputs: RUN_OUTPUTS, force });
+    return { dir, lock: early ?? lockRunDir(dir) };
+  } catch (err) {
+    early?.release();
+    throw err;
+  }
 }

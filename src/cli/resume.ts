@@ -9,6 +9,7 @@ import type { RunConfig, TrainingConfig } from '../model/config.js';
 import type { BackendChoice } from '../model/backend.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
+import type { RunLock } from '../util/run-lock.js';
 import { loadConfig, prepareData, type TrainingOverrides } from './common.js';
 import { checkRunFits } from './run-checks.js';
 
@@ -29,6 +30,8 @@ export interface RunSetup {
   start: Position;
   /** Slots per step of the run being resumed. */
   slots?: number;
+  /** A new run's directory lock, taken as the directory was prepared. */
+  lock?: RunLock;
 }
 
 export interface ResumeArgs extends TrainingOverrides {

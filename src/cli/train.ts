@@ -71,9 +71,10 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
   const data = prepareData(source.text, config);
   const layout = buildLayout(config.model);
   const weights = args.initFrom ? loadWeightsFile(layout, args.initFrom) : initParams(layout, config.training.seed);
+  const out = prepareOutDir(args.out, args.force);
   return {
     config, configName, source, data, fingerprint: dataFingerprint(data), runId: randomBytes(16).toString('hex'),
-    initFrom: args.initFrom ? resolve(args.initFrom) : null, layout, outDir: prepareOutDir(args.out, args.force), weights, start: START,
+    initFrom: args.initFrom ? resolve(args.initFrom) : null, layout, outDir: out.dir, lock: out.lock, weights, start: START,
   };
 }
 
@@ -113,11 +114,11 @@ function memberLines(members: MemberInfo[], steps: StepRecord[]): string[] {
 
 /** `gpt-ddp train`: validates everything, locks the run directory, then trains with a coordinator and its workers. */
 export async function runTrain(args: TrainArgs, log: (line: string) => void): Promise<TrainRun> {
-  // A run being resumed is locked before its checkpoint is read; a new one once its directory exists.
+  // A run being resumed is locked before its checkpoint is read; a new one as its directory is prepared.
   let lock = args.resume && isDirectory(args.resume) ? lockRunDir(args.resume) : null;
   try {
     const run = await setUp(args);
-    lock ??= lockRunDir(run.outDir);
+    lock ??= run.lock ?? lockRunDir(run.outDir);
     return await trainRun(run, args, log);
   } finally {
     lock?.release();
