@@ -8,6 +8,7 @@ import type { KernelChoice } from '../model/provider.js';
 import { REPORT_FILES, writeCompareReport, type CompareReport } from '../report/compare-report.js';
 import { readRun, type RunData } from '../report/runs.js';
 import { Interrupted, UsageError } from '../util/errors.js';
+import { onStopSignal } from '../util/signals.js';
 import { DEFAULT_CONFIG, loadConfig, prepareData, resolveConfigPath, timestamp } from './common.js';
 import { prepareOutputDir } from './out-dir.js';
 import { checkRunFits } from './run-checks.js';
@@ -56,20 +57,14 @@ function planRun(dir: string, settings: string, fingerprint: string, force: bool
 /** Ctrl-C or SIGTERM: the current run stops as train stops, and no later run starts. */
 function watchSignals(): { readonly stopped: boolean; close(): void } {
   let stopped = false;
-  const onSignal = () => {
-    if (stopped) process.exit(130);
+  const close = onStopSignal(() => {
     stopped = true;
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  });
   return {
     get stopped() {
       return stopped;
     },
-    close() {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    },
+    close,
   };
 }
 

@@ -25,6 +25,7 @@ import { checkRunFits, localThreads } from './run-checks.js';
 import { dashboardForRun, parseDashboardAddress } from './dashboard.js';
 import { resumeRun, type RunSetup } from './resume.js';
 import { lockRunDir } from '../util/run-lock.js';
+import { onStopSignal } from '../util/signals.js';
 
 export interface TrainArgs extends TrainingOverrides, ListenArgs {
   config?: string;
@@ -159,14 +160,11 @@ async function trainRun(run: RunSetup, args: TrainArgs, log: (line: string) => v
   });
 
   let stopRequested = false;
-  const onSignal = () => {
-    if (stopRequested) process.exit(130);
+  const stopListening = onStopSignal(() => {
     stopRequested = true;
     stop.abort();
     log('stopping after the current step, then saving a checkpoint (press Ctrl-C again to abort now)');
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  });
   let reason = 'the run ended';
   try {
     const backend = await group.start({ weights: run.weights, moments: run.moments, version: run.start.step });
@@ -236,8 +234,7 @@ async function trainRun(run: RunSetup, args: TrainArgs, log: (line: string) => v
     }
     throw err;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stopListening();
     await group.close(reason);
     await dashboard?.close();
   }
