@@ -8,8 +8,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { runTrain } from '../src/cli/train.js';
+import { launchChromium } from '../test/chromium.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -20,27 +21,21 @@ const { values: args } = parseArgs({
   },
 });
 const dir = mkdtempSync(join(tmpdir(), 'gpt-ddp-bench-dashboard-'));
-const PORT = 6199;
 
 /** Median step of one run; with a browser, it follows the run's dashboard for the whole run. */
 async function medianStep(name: string, browser: Browser | null): Promise<number> {
   const out = join(dir, name);
   const page = browser ? await browser.newPage() : null;
-  const opening = page ? (async () => {
-    // The page opens once the dashboard listens (the run prints its URL first).
-    for (;;) {
-      try {
-        await page.goto(`http://127.0.0.1:${PORT}/`);
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
-  })() : null;
+  // The page opens once the run prints its dashboard's URL (on a free port).
+  let opening: Promise<unknown> | null = null;
   const run = await runTrain({
     config: args.config, data: args.data, out, backend: 'auto', workers: Number(args.workers), maxSteps: Number(args.steps), evalIter: 1,
-    ...(browser ? { dashboard: String(PORT) } : {}),
-  }, (line) => process.stderr.write(`  ${name}: ${line}\n`));
+    ...(browser ? { dashboard: '0' } : {}),
+  }, (line) => {
+    const url = /^dashboard: (http:\/\/\S+\/)/.exec(line)?.[1];
+    if (page && url) opening = page.goto(url);
+    process.stderr.write(`  ${name}: ${line}\n`);
+  });
   await opening;
   const shown = page ? Number(await page.evaluate('document.body.dataset.steps ?? 0')) : 0;
   await page?.close();
@@ -49,10 +44,7 @@ async function medianStep(name: string, browser: Browser | null): Promise<number
   return run.medianStepSec;
 }
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 try {
   const before = await medianStep('without', null);
   const watched = await medianStep('with', browser);

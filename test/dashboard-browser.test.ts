@@ -2,16 +2,14 @@ import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
-import { chromium, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import type { EvalRecord } from '../src/coordinator/metrics.js';
 import { dashboardUrl, evalsIn, exited, killAll, spawnCli } from './cluster-helpers.js';
+import { CHROMIUM, launchChromium } from './chromium.js';
 import { scratchDir } from './helpers.js';
 
 afterEach(killAll);
 
-/** Debian's chromium (.ci/run installs it); the flags keep it off a network this machine does not have. */
-const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 /** The page's count of loss points, once it is at least `atLeast`. */
 async function lossPoints(page: Page, atLeast: number): Promise<number> {
@@ -25,7 +23,7 @@ const shownLosses = (page: Page) => page.$$eval('#runs tr', (rows) => rows.slice
 const last3 = (e: EvalRecord) => [e.trainLoss.toFixed(3), e.valLoss.toFixed(3)];
 
 test('the dashboard in a browser: the loss curve grows live, shows the logged values, overlays runs', { skip: !existsSync(CHROMIUM) && `no ${CHROMIUM}` }, async () => {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1400 } });
     const live = join(scratchDir('browser'), 'live');
