@@ -173,39 +173,57 @@ class RecordingNode {
 }
 
 test('downstream: the owner of one half gets the other half\'s partial as it arrives; everyone else the sum', () => {
-  const pieces = gradientPieces([[0, 8]], 4);
+  const pieces = gradientPieces([[0, 12]], 4);
   const values = (x: number) => new Float32Array(4).fill(x);
-  // 2 nodes x 2 threads: each node owns a half of slots [0, 4).
+  // 2 nodes x 2 threads: each node owns a half of slots [0, 4). Tasks 1 and 2.
   const [a, b] = [new RecordingNode(), new RecordingNode()];
+  const live = [a, b];
   const halves = new Downstream<RecordingNode>(7, 4, 'fp32', pieces, framePool(4));
   halves.launch(a, [0, 1]);
   halves.launch(b, [2, 3]);
-  halves.partial(b, [2, 4], 0, values(2), true);
+  halves.partial(2, b, live, [2, 4], 0, values(2), true);
   assert.deepEqual(a.got, ['peer 0 [2, 4) step 7'], 'a node gets the other half\'s partial at once');
   assert.deepEqual(a.values.get('peer 0 [2, 4) step 7'), values(2));
   assert.deepEqual(b.got, [], 'never its own');
-  halves.partial(a, [0, 2], 0, values(1), true);
-  halves.sum([a, b], pieces[0]!, values(3));
+  halves.partial(1, a, live, [0, 2], 0, values(1), true);
+  halves.sum(live, pieces[0]!, values(3));
   assert.deepEqual(b.got, ['peer 0 [0, 2) step 7'], 'a piece sent as a peer frame is not sent again as the sum');
-  // A second task (slots reassigned mid-step) ends peer frames for that node: it gets sums.
-  halves.launch(a, [2, 3]);
-  halves.partial(b, [2, 4], 1, values(2), true);
-  halves.partial(a, [2, 4], 1, values(2), true);
-  halves.sum([a, b], pieces[1]!, values(4));
-  assert.deepEqual(a.got.slice(1), ['sum 1 step 7']);
-  assert.deepEqual(b.got.slice(1), ['sum 1 step 7']);
+  // b fails (task 2) after its piece 1 went to a; our threads recompute its slots (task 3).
+  halves.partial(2, b, live, [2, 4], 1, values(2), true);
+  halves.drop(2);
+  halves.partial(3, null, [a], [2, 4], 1, values(2.5), true);
+  halves.partial(3, null, [a], [2, 4], 2, values(2.5), true);
+  halves.sum([a], pieces[1]!, values(3.5));
+  assert.deepEqual(a.got.slice(1), ['peer 1 [2, 4) step 7', 'peer 2 [2, 4) step 7', 'sum 1 step 7'],
+    'a failed task\'s peer frame is followed by the sum; no second peer frame for a piece');
+  halves.partial(4, b, [b], [0, 2], 2, values(1), true);
+  assert.deepEqual(b.got.length, 1, 'a lost node gets nothing more');
+
+  // Slots reassigned to a node mid-step (its second task): it gets sums, and a summed piece is never forwarded.
+  const [c, d] = [new RecordingNode(), new RecordingNode()];
+  const again = new Downstream<RecordingNode>(8, 2, 'fp32', pieces, framePool(4));
+  again.launch(c, [0]);
+  again.launch(d, [1]);
+  again.sum([c, d], pieces[0]!, values(1));
+  again.partial(1, c, [c, d], [0, 1], 0, values(1), true);
+  again.launch(c, [1]);
+  again.partial(1, c, [c, d], [0, 1], 1, values(1), true);
+  again.partial(2, c, [c, d], [1, 2], 1, values(1), true);
+  again.sum([c, d], pieces[1]!, values(2));
+  assert.deepEqual(c.got, ['sum 0 step 8', 'sum 1 step 8']);
+  assert.deepEqual(d.got, ['sum 0 step 8', 'peer 1 [0, 1) step 8']);
 
   // 4 nodes x 1 thread: no node owns a half, so all get sums; a bf16 run never forwards our threads' unrounded sums.
   const four = [0, 1, 2, 3].map(() => new RecordingNode());
   const quarters = new Downstream<RecordingNode>(1, 4, 'fp32', pieces, framePool(4));
   four.forEach((n, i) => quarters.launch(n, [i]));
-  four.forEach((n, i) => quarters.partial(n, [i, i + 1], 0, values(i), true));
+  four.forEach((n, i) => quarters.partial(i + 1, n, four, [i, i + 1], 0, values(i), true));
   quarters.sum(four, pieces[0]!, values(6));
   four.forEach((n) => assert.deepEqual(n.got, ['sum 0 step 1']));
   const node = new RecordingNode();
   const local = new Downstream<RecordingNode>(2, 2, 'bf16', pieces, framePool(4));
   local.launch(node, [1]);
-  local.partial(null, [0, 1], 0, values(1), false);
+  local.partial(1, null, [node], [0, 1], 0, values(1), false);
   local.sum([node], pieces[0]!, values(2));
   assert.deepEqual(node.got, ['sum 0 step 2']);
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -83,6 +83,12 @@ test('--force never starts over a live run that has not reached its first checkp
     assert.match(second.stderr, new RegExp(`in use by gpt-ddp process ${first.pid} since`));
     assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), '{"type":"step"}\n', 'the live run\'s files are untouched');
     assert.ok(existsSync(join(out, 'token')));
+    // A live run that has written its config but no log yet is named as live, too.
+    rmSync(join(out, 'metrics.jsonl'));
+    writeFileSync(join(out, 'config.json'), '{}\n');
+    const third = spawnSync(process.execPath, [CLI, 'train', '--config', 'tiny', '--data', VERDICT, '--workers', '1', '--out', out, '--force'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(third.status, 2, third.stderr);
+    assert.match(third.stderr, new RegExp(`in use by gpt-ddp process ${first.pid} since`));
     assert.equal(owner(out).pid, first.pid);
   } finally {
     first.kill('SIGKILL');

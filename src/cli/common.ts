@@ -81,8 +81,9 @@ export function prepareOutDir(out: string | undefined, force = false): { dir: st
   if (unfinished && !force) {
     throw new UsageError(`--out ${dir} holds a run that stopped before its first checkpoint (nothing to resume); pass --force to start it over, or choose another --out`);
   }
-  // Locked before anything is removed: a live run looks unfinished until its first checkpoint commits.
-  const early = unfinished ? lockRunDir(dir) : null;
+  // Locked before anything is removed (a live run looks unfinished until its first checkpoint
+  // commits), and before the other checks when a lock is there, so a live run is named as such.
+  const early = unfinished || existsSync(join(dir, LOCK_NAME)) ? lockRunDir(dir) : null;
   try {
     // The token stays: nodes may have a copy of it already.
     if (unfinished) for (const name of RUN_OUTPUTS.filter((n) => n !== 'token')) rmSync(join(dir, name), { recursive: true, force: true });

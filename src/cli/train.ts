@@ -72,9 +72,12 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
   const data = prepareData(source.text, config);
   const layout = buildLayout(config.model);
   const weights = args.initFrom ? loadWeightsFile(layout, args.initFrom) : initParams(layout, config.training.seed);
+  const fingerprint = dataFingerprint(data);
+  const runId = randomBytes(16).toString('hex');
+  // Last: from here on the run holds its directory's lock.
   const out = prepareOutDir(args.out, args.force);
   return {
-    config, configName, source, data, fingerprint: dataFingerprint(data), runId: randomBytes(16).toString('hex'),
+    config, configName, source, data, fingerprint, runId,
     initFrom: args.initFrom ? resolve(args.initFrom) : null, layout, outDir: out.dir, lock: out.lock, weights, start: START,
   };
 }

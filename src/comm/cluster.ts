@@ -295,7 +295,7 @@ export class Cluster implements WorkerGroup {
         if (!node && firstNonFinite(p.kind === 'dense' ? p.data : p.rows.values) >= 0) throw divergence(step, slots);
         if (p.kind === 'dense') {
           // Our threads' sums never crossed the wire: in bf16 a node would get them rounded.
-          downstream.partial(node, p.node, p.piece, p.data, node !== null || this.wire === 'fp32');
+          downstream.partial(task, node, this.nodes, p.node, p.piece, p.data, node !== null || this.wire === 'fp32');
         }
         if (node && p.kind === 'dense') {
           const data = this.frames.copy(p.data);
@@ -306,7 +306,10 @@ export class Cluster implements WorkerGroup {
         }
         reduceMs += performance.now() - r0;
       });
-    }, (task) => reducer.drop(task));
+    }, (task) => {
+      reducer.drop(task);
+      downstream.drop(task);
+    });
     if (!reducer.complete) throw new Error(`step ${step}: every slot reported but the reduction is incomplete`);
     const t1 = performance.now();
 

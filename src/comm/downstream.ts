@@ -23,14 +23,18 @@ export class Downstream<N extends FrameSink> {
   /** Nodes sent peer frames, and the half whose partial sums they get. */
   private readonly halves = new Map<N, TreeNode>();
   private readonly launched = new Set<N>();
-  /** Per piece, the nodes that got it as a peer frame. */
-  private readonly served: Array<Set<N>>;
+  /** Per piece, the nodes that got it as a peer frame, and the task whose partial it was. */
+  private readonly peered: Array<Map<N, number>>;
+  /** Tasks that failed: a peer frame of theirs may differ from the partial that was summed. */
+  private readonly failed = new Set<number>();
+  /** Pieces whose sum is out: every live node has them (a late partial, recomputed, is not sent). */
+  private readonly summed = new Set<number>();
 
   constructor(
     private readonly step: number, private readonly slotCount: number, private readonly wire: WireFormat,
     pieces: Piece[], private readonly frames: FramePool,
   ) {
-    this.served = pieces.map(() => new Set());
+    this.peered = pieces.map(() => new Map());
   }
 
   /** A task for `slots` goes to `node`: only its first one of the step can make it a half's owner. */
@@ -43,22 +47,33 @@ export class Downstream<N extends FrameSink> {
   }
 
   /**
-   * A member's partial sum of `subtree` arrived: forwarded to the owner of the other half. `exact`
-   * says the values are what they would be after crossing the wire (always true for fp32).
+   * Task `task`'s partial sum of `subtree` arrived (from a node, or null: our threads): forwarded to
+   * the owner of the other half among the `live` nodes. `exact` says the values are what they
+   * would be after crossing the wire (always true for fp32).
    */
-  partial(from: N | null, subtree: TreeNode, piece: number, values: Float32Array, exact: boolean): void {
-    if (!exact) return;
+  partial(task: number, from: N | null, live: readonly N[], subtree: TreeNode, piece: number, values: Float32Array, exact: boolean): void {
+    if (!exact || this.summed.has(piece)) return;
     for (const [to, other] of this.halves) {
-      if (to === from || !sameNode(other, subtree) || this.served[piece]!.has(to)) continue;
-      this.served[piece]!.add(to);
+      if (to === from || !live.includes(to) || !sameNode(other, subtree) || this.peered[piece]!.has(to)) continue;
+      this.peered[piece]!.set(to, task);
       const frame = peerFrame(this.step, subtree, piece, values, this.wire, this.frames.take());
       to.send(frame, () => this.frames.give(frame.buffer));
     }
   }
 
-  /** A piece's sum is ready: sent to the nodes that did not get it as a peer frame. */
-  sum(nodes: N[], piece: Piece, values: Float32Array): void {
-    const to = nodes.filter((n) => !this.served[piece.index]!.has(n));
+  /**
+   * A task failed: its partials of pieces not yet summed are dropped and recomputed, maybe to other
+   * bits (a different matmul provider), so the nodes that got them as peer frames get the sum too.
+   */
+  drop(task: number): void {
+    this.failed.add(task);
+  }
+
+  /** A piece's sum is ready: sent to the nodes that lack it (no peer frame, or a failed task's). */
+  sum(nodes: readonly N[], piece: Piece, values: Float32Array): void {
+    this.summed.add(piece.index);
+    const peered = this.peered[piece.index]!;
+    const to = nodes.filter((n) => !peered.has(n) || this.failed.has(peered.get(n)!));
     if (to.length === 0) return;
     const frame = reducedFrame(this.step, piece.index, values, this.wire, this.frames.take());
     let unsent = to.length;

@@ -255,8 +255,10 @@ class NodeSession {
       this.stateGot.add(`${h.b}:${h.d}`);
     } else if (h.type === FRAME.reduced) {
       const piece = pool.pieces[h.d];
-      if (!piece || h.a !== this.version || this.reduced.pieces.has(h.d) || this.half?.theirs.has(h.d)) throw new ProtocolError(`unexpected reduced piece ${h.d} of step ${h.a}`);
+      // The sum may follow a peer frame: its sender failed, and the coordinator summed a recomputed partial.
+      if (!piece || h.a !== this.version || (this.reduced.pieces.has(h.d) && !this.half?.theirs.has(h.d))) throw new ProtocolError(`unexpected reduced piece ${h.d} of step ${h.a}`);
       pool.reduced.set(denseValues(h, payload, piece.end - piece.start, wire), piece.start);
+      this.half?.theirs.delete(h.d);
       this.reduced.pieces.add(h.d);
     } else if (h.type === FRAME.peer) {
       const piece = pool.pieces[h.d];
