@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Downstream } from '../src/comm/downstream.js';
-import { controlFrame, decodeFrame, denseFrame, denseValues, FRAME, framePool, HEADER_BYTES, ProtocolError, rowsFrame, rowValues } from '../src/comm/frames.js';
+import { StepInbox } from '../src/worker/step-inbox.js';
+import { controlFrame, decodeFrame, denseFrame, denseValues, FRAME, framePool, HEADER_BYTES, peerFrame, ProtocolError, reducedFrame, reducedRowsFrames, rowsFrame, rowValues } from '../src/comm/frames.js';
 import { parseCoordinatorMessage, parseNodeMessage } from '../src/comm/messages.js';
 import { StepReducer } from '../src/comm/reducer.js';
 import { assignSlots, reassignSlots } from '../src/math/assign.js';
@@ -226,6 +227,52 @@ test('downstream: the owner of one half gets the other half\'s partial as it arr
   local.partial(1, null, [node], [0, 1], 0, values(1), false);
   local.sum([node], pieces[0]!, values(2));
   assert.deepEqual(node.got, ['sum 0 step 2']);
+});
+
+test('step inbox: our half plus the peer\'s gives the coordinator\'s bits in either order; frames out of turn are refused', () => {
+  const pieces = gradientPieces([[0, 8]], 4);
+  const model = { vocabSize: 10, contextLength: 4, embDim: 2, nHeads: 1, nLayers: 1, dropRate: 0, qkvBias: false };
+  const tensor = (f: Buffer) => {
+    const d = decodeFrame(f);
+    if (d.type === FRAME.control) throw new Error('a control frame');
+    return [d.header, d.payload] as const;
+  };
+  const rng = new Rng(3);
+  const random = () => Float32Array.from({ length: 4 }, () => rng.normal() * 1000);
+  for (const wire of ['fp32', 'bf16'] as const) {
+    const reduced = new Float32Array(8);
+    const inbox = new StepInbox(5, reduced, { pieces, model, pieceFloats: 4, wire });
+    inbox.task([1], 2);
+    const [a0, b0, a1, b1] = [random(), random(), random(), random()];
+    // What the coordinator computes: the two partials as they crossed the wire, added, rounded in bf16.
+    const onWire = (x: Float32Array) => denseValues(...tensor(denseFrame({ type: FRAME.partial, wire, a: 0, b: 0, c: 1, d: 0, e: 0 }, x)), 4, wire).slice();
+    const expected = (ours: Float32Array, theirs: Float32Array) => {
+      const sum = addInto(onWire(theirs), onWire(ours));
+      if (wire === 'bf16') roundToBf16(sum);
+      return sum;
+    };
+    const want0 = expected(a0, b0);
+    const want1 = expected(a1, b1);
+    inbox.ours([1, 2], 0, a0.slice());
+    inbox.peer(...tensor(peerFrame(5, [0, 1], 0, b0, wire)));
+    inbox.peer(...tensor(peerFrame(5, [0, 1], 1, b1, wire)));
+    inbox.ours([1, 2], 1, a1.slice());
+    assert.deepEqual(reduced.subarray(0, 4), want0, `${wire}: ours first`);
+    assert.deepEqual(reduced.subarray(4, 8), want1, `${wire}: the peer's first`);
+    assert.throws(() => inbox.peer(...tensor(peerFrame(5, [0, 1], 0, b0, wire))), /unexpected peer piece 0 of step 5/);
+    assert.throws(() => inbox.complete(), /commit of step 5 before its reduced gradient/, 'the rows are missing');
+    for (const f of reducedRowsFrames(5, { rows: Int32Array.from([3]), values: Float32Array.from([1, 2]) }, 2, 4)) inbox.rows(...tensor(f));
+    assert.deepEqual([...inbox.complete().rows], [3]);
+    // The sum may replace a peer frame once (its sender failed); never twice.
+    inbox.sum(...tensor(reducedFrame(5, 0, b0, wire)));
+    assert.deepEqual(reduced.subarray(0, 4), onWire(b0));
+    assert.throws(() => inbox.sum(...tensor(reducedFrame(5, 0, b0, wire))), /unexpected reduced piece 0 of step 5/);
+  }
+  const other = new StepInbox(5, new Float32Array(8), { pieces, model, pieceFloats: 4, wire: 'fp32' });
+  other.task([0], 3);
+  assert.throws(() => other.peer(...tensor(peerFrame(5, [1, 3], 0, new Float32Array(4), 'fp32'))), /unexpected peer piece/, '[0, 1) is no half of 3 slots');
+  assert.throws(() => other.sum(...tensor(reducedFrame(4, 0, new Float32Array(4), 'fp32'))), /unexpected reduced piece 0 of step 4/);
+  assert.throws(() => other.rows(...tensor(reducedRowsFrames(6, { rows: new Int32Array(0), values: new Float32Array(0) }, 2, 4)[0]!)), /rows of step 6/);
 });
 
 test('frames: dense (fp32, bf16) and rows round trip; malformed frames are refused', () => {

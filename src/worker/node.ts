@@ -3,20 +3,19 @@ import { hostname } from 'node:os';
 import { WebSocket } from 'ws';
 import { newNonce, proof, proofMatches } from '../comm/auth.js';
 import {
-  controlFrame, decodeFrame, denseFrame, denseValues, FRAME, framePool, maxPayload, PIECE_FLOATS, ProtocolError, RowsAssembler, rowsFrame, rowsPerFrame, splitRows,
+  controlFrame, decodeFrame, denseFrame, denseValues, FRAME, framePool, maxPayload, PIECE_FLOATS, ProtocolError, rowsFrame, rowsPerFrame, splitRows,
   type FramePool, type TensorHeader,
 } from '../comm/frames.js';
 import { checkSamples, parseCoordinatorMessage } from '../comm/messages.js';
 import { PROTOCOL_VERSION, type CoordinatorMessage, type NodeMessage, type Partial, type WelcomeMessage } from '../comm/protocol.js';
 import { ThreadPool } from '../comm/threads.js';
-import { roundToBf16 } from '../math/bf16.js';
-import { addInto, clearRows, putRows, type SparseRows } from '../math/reduce.js';
-import { maximalSubtrees, rootComplement, type TreeNode } from '../math/tree.js';
+import { clearRows, putRows } from '../math/reduce.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { KernelChoice } from '../model/provider.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
 import { errorMessage, UsageError } from '../util/errors.js';
 import { NodeFaults } from './node-faults.js';
+import { StepInbox } from './step-inbox.js';
 
 export interface NodeArgs {
   connect: string;
@@ -74,12 +73,8 @@ class NodeSession {
   private challenge: Uint8Array | null = null;
   private version = -1;
   private stateGot = new Set<string>();
-  /** What has arrived of the step's reduced gradient. */
-  private reduced = { pieces: new Set<number>(), rows: null as RowsAssembler | null, sum: null as SparseRows | null };
-  /** Train tasks of this step so far: only the first can make this node the owner of half the tree. */
-  private tasksThisStep = 0;
-  /** When this step's first task is half the tree: our partial sums and which pieces of the other half's came (peer frames). */
-  private half: { own: TreeNode; other: TreeNode; ours: Map<number, Float32Array>; theirs: Set<number> } | null = null;
+  /** What has arrived of the step's reduced gradient (from the weights' arrival on). */
+  private inbox: StepInbox | null = null;
   /** Set as soon as the coordinator's goodbye arrives, even while earlier messages are still handled. */
   private shutdownReason: string | null = null;
   private computing: Promise<void> = Promise.resolve();
@@ -238,41 +233,33 @@ class NodeSession {
     const pieces = Math.ceil(pool.weights.length / this.welcome!.pieceFloats);
     if (this.stateGot.size !== 3 * pieces) throw new ProtocolError(`state-end after ${this.stateGot.size} of ${3 * pieces} state frames`);
     const { backend, kernels } = await this.poolReady!;
+    this.inbox = this.newInbox(version);
     pool.publish(version);
     this.send({ kind: 'ready', version, backend, kernels });
     this.log(`weights of step ${version} loaded; backend ${backend}, kernels: ${kernels}; training`);
   }
 
+  private newInbox(step: number): StepInbox {
+    const { model, pieceFloats, wire } = this.welcome!;
+    return new StepInbox(step, this.pool!.reduced, { pieces: this.pool!.pieces, model, pieceFloats, wire });
+  }
+
   private onTensor(h: TensorHeader, payload: Buffer): void {
     const pool = this.pool;
     if (!pool) throw new ProtocolError('a tensor frame before the handshake');
-    const { pieceFloats, wire, model } = this.welcome!;
+    const { pieceFloats } = this.welcome!;
     if (h.type === FRAME.state) {
       const target = [pool.weights, pool.moments.m, pool.moments.v][h.b];
       const start = h.d * pieceFloats;
       if (!target || h.a !== this.version || start >= target.length || this.stateGot.has(`${h.b}:${h.d}`)) throw new ProtocolError('unexpected state frame');
       target.set(denseValues(h, payload, Math.min(pieceFloats, target.length - start), 'fp32'), start);
       this.stateGot.add(`${h.b}:${h.d}`);
-    } else if (h.type === FRAME.reduced) {
-      const piece = pool.pieces[h.d];
-      // The sum may follow a peer frame: its sender failed, and the coordinator summed a recomputed partial.
-      if (!piece || h.a !== this.version || (this.reduced.pieces.has(h.d) && !this.half?.theirs.has(h.d))) throw new ProtocolError(`unexpected reduced piece ${h.d} of step ${h.a}`);
-      pool.reduced.set(denseValues(h, payload, piece.end - piece.start, wire), piece.start);
-      this.half?.theirs.delete(h.d);
-      this.reduced.pieces.add(h.d);
-    } else if (h.type === FRAME.peer) {
-      const piece = pool.pieces[h.d];
-      const half = this.half;
-      if (!piece || !half || h.a !== this.version || h.b !== half.other[0] || h.c !== half.other[1] || half.theirs.has(h.d) || this.reduced.pieces.has(h.d)) {
-        throw new ProtocolError(`unexpected peer piece ${h.d} of step ${h.a} for slots [${h.b}, ${h.c})`);
-      }
-      pool.reduced.set(denseValues(h, payload, piece.end - piece.start, wire), piece.start);
-      half.theirs.add(h.d);
-      this.addHalves(h.d);
-    } else if (h.type === FRAME.reducedRows) {
-      if (h.a !== this.version) throw new ProtocolError(`reduced rows of step ${h.a} while the weights are of step ${this.version}`);
-      this.reduced.rows ??= new RowsAssembler(model.embDim, model.vocabSize, Math.ceil(model.vocabSize / rowsPerFrame(pieceFloats, model.embDim)));
-      this.reduced.sum = this.reduced.rows.add(h, payload) ?? this.reduced.sum;
+    } else if (h.type === FRAME.reduced || h.type === FRAME.peer || h.type === FRAME.reducedRows) {
+      const inbox = this.inbox;
+      if (!inbox) throw new ProtocolError('a gradient frame before the weights');
+      if (h.type === FRAME.reduced) inbox.sum(h, payload);
+      else if (h.type === FRAME.peer) inbox.peer(h, payload);
+      else inbox.rows(h, payload);
     } else {
       throw new ProtocolError(`a coordinator may not send frame type ${h.type}`);
     }
@@ -285,21 +272,14 @@ class NodeSession {
     const { wire, pieceFloats, model } = this.welcome!;
     const frames = this.frames!;
     const fault = this.faults.forStep(m.step);
-    if (this.tasksThisStep++ === 0) {
-      const own = maximalSubtrees(m.slots.map((s) => s.slot), m.slotCount);
-      const other = own.length === 1 ? rootComplement(own[0]!, m.slotCount) : null;
-      this.half = other ? { own: own[0]!, other, ours: new Map(), theirs: new Set() } : null;
-    }
-    const half = this.half;
+    const inbox = this.inbox!;
+    inbox.task(m.slots.map((s) => s.slot), m.slotCount);
     const sink = (p: Partial) => {
       if (!fault.allow(p)) return;
       if (p.kind === 'dense') {
         const frame = denseFrame({ type: FRAME.partial, wire, a: m.task, b: p.node[0], c: p.node[1], d: p.piece, e: 0 }, p.data, frames.take());
         this.ws.send(frame, () => frames.give(frame.buffer));
-        if (half && p.node[0] === half.own[0] && p.node[1] === half.own[1]) {
-          half.ours.set(p.piece, p.data);
-          this.addHalves(p.piece);
-        }
+        inbox.ours(p.node, p.piece, p.data);
       } else {
         const parts = splitRows(p.rows, rowsPerFrame(pieceFloats, model.embDim), model.embDim);
         parts.forEach((part, i) => this.ws.send(rowsFrame({ type: FRAME.partialRows, a: m.task, b: p.node[0], c: p.node[1], d: i, e: parts.length }, part)));
@@ -314,28 +294,10 @@ class NodeSession {
     this.computing.catch((err: unknown) => this.fail(err));
   }
 
-  /**
-   * A piece's sum from our half's partial and the other half's, once both are here: what the
-   * coordinator computes (in bf16, from the values as they crossed the wire).
-   */
-  private addHalves(index: number): void {
-    const half = this.half;
-    const ours = half?.ours.get(index);
-    if (!half || !ours || !half.theirs.has(index) || this.reduced.pieces.has(index)) return;
-    const piece = this.pool!.pieces[index]!;
-    const sum = this.pool!.reduced.subarray(piece.start, piece.end);
-    if (this.welcome!.wire === 'bf16') roundToBf16(ours);
-    addInto(sum, ours);
-    if (this.welcome!.wire === 'bf16') roundToBf16(sum);
-    this.reduced.pieces.add(index);
-  }
-
   private async onCommit(step: number, gradScale: number, adam: Extract<CoordinatorMessage, { kind: 'commit' }>['adam']): Promise<void> {
     const pool = this.ready();
-    const rows = this.reduced.sum;
-    if (step !== this.version || this.reduced.pieces.size !== pool.pieces.length || !rows) {
-      throw new ProtocolError(`commit of step ${step} before its reduced gradient (${this.reduced.pieces.size} of ${pool.pieces.length} pieces)`);
-    }
+    if (step !== this.version) throw new ProtocolError(`commit of step ${step} while the weights are of step ${this.version}`);
+    const rows = this.inbox!.complete();
     await this.computing;
     const { tokEmb, config } = this.layout!;
     const D = config.embDim;
@@ -344,9 +306,7 @@ class NodeSession {
     await pool.adamw(step + 1, gradScale, adam);
     clearRows(tok, rows.rows, D);
     pool.release();
-    this.reduced = { pieces: new Set(), rows: null, sum: null };
-    this.tasksThisStep = 0;
-    this.half = null;
+    this.inbox = this.newInbox(step + 1);
     this.version = step + 1;
     pool.publish(this.version);
   }
