@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { join } from 'node:path';
 import type { AdamWMoments } from '../math/adamw.js';
 import { parseRunConfig, type RunConfig } from '../model/config.js';
-import { convertHead, paramView, type ParamLayout, type ParamSpec } from '../model/layout.js';
+import { headBlockRanges, paramView, type ParamLayout, type ParamSpec } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
 import { fsyncPath, writeFileAtomic } from '../util/files.js';
 import { readSafetensors, writeSafetensorsDurable, type NamedTensor, type SafetensorsFile } from './safetensors.js';
@@ -57,13 +57,20 @@ function transposed(src: Float32Array, rows: number, cols: number): Float32Array
 
 const isLinear = (spec: ParamSpec) => spec.kind === 'linear' || spec.kind === 'headLinear';
 
+/**
+ * A Linear weight's column blocks [s, e) as stored, each a row-major [in, e - s] matrix at in x s:
+ * out_head's blocks, or one block for a plain Linear. Each is PyTorch's rows s..e transposed.
+ */
+const columnBlocks = (spec: ParamSpec): Array<[number, number]> => (spec.kind === 'headLinear' ? headBlockRanges(spec.shape[1]!) : [[0, spec.shape[1]!]]);
+
 /** A parameter in PyTorch's shape and row-major layout (Linear weights back to [out, in]). */
 function torchTensor(spec: ParamSpec, flat: Float32Array): NamedTensor {
   const data = paramView(flat, spec);
   if (!isLinear(spec)) return { shape: [...spec.shape], data };
   const [inDim, outDim] = spec.shape as [number, number];
-  const matrix = spec.kind === 'headLinear' ? convertHead(data, inDim, outDim, false) : data;
-  return { shape: [outDim, inDim], data: transposed(matrix, inDim, outDim) };
+  const rows = new Float32Array(data.length);
+  for (const [s, e] of columnBlocks(spec)) rows.set(transposed(data.subarray(inDim * s, inDim * e), inDim, e - s), inDim * s);
+  return { shape: [outDim, inDim], data: rows };
 }
 
 function torchShape(spec: ParamSpec): number[] {
@@ -96,8 +103,7 @@ export function flatFromTensors(layout: ParamLayout, file: SafetensorsFile, wher
       throw new UsageError(`${where}: tensor "${spec.name}" has shape [${t.shape.join(', ')}], the model needs [${want.join(', ')}] (check --config)`);
     }
     if (!isLinear(spec)) flat.set(t.data, spec.offset);
-    else if (spec.kind === 'linear') flat.set(transposed(t.data, want[0]!, want[1]!), spec.offset);
-    else convertHead(transposed(t.data, want[0]!, want[1]!), want[1]!, want[0]!, true, paramView(flat, spec));
+    else for (const [s, e] of columnBlocks(spec)) flat.set(transposed(t.data.subarray(want[1]! * s, want[1]! * e), e - s, want[1]!), spec.offset + want[1]! * s);
   }
   for (const name of masks) {
     const t = file.tensors.get(name);

@@ -1,10 +1,11 @@
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE } from '../checkpoint/checkpoint.js';
 import { splitText, type SplitData } from '../data/dataset.js';
 import { checkTokenizerVocab, loadRunConfig, parseRunConfig, type RunConfig, type TrainingConfig } from '../model/config.js';
 import { UsageError } from '../util/errors.js';
+import { isDirectory } from '../util/files.js';
 import { LOCK_NAME, lockRunDir, type RunLock } from '../util/run-lock.js';
 import { prepareOutputDir } from './out-dir.js';
 
@@ -59,11 +60,11 @@ const RUN_OUTPUTS = [
  * there: its log or checkpoint sets, or only the token of a `--listen` run stopped while it waited for nodes.
  */
 function leftByUnfinishedRun(dir: string): boolean {
-  if (existsSync(dir) && statSync(dir).isDirectory() && readdirSync(dir).filter((e) => e !== LOCK_NAME).join() === 'token') return true;
+  if (isDirectory(dir) && readdirSync(dir).filter((e) => e !== LOCK_NAME).join() === 'token') return true;
   const log = join(dir, 'metrics.jsonl');
   const sets = join(dir, CHECKPOINTS_DIR);
   const ourLog = existsSync(log) && /^(\{"type":"|$)/.test(readFileSync(log, 'utf8').slice(0, 9));
-  const ourSets = existsSync(sets) && statSync(sets).isDirectory() && readdirSync(sets).every((e) => /^(\.incomplete-\d+|step-\d{8})$/.test(e));
+  const ourSets = isDirectory(sets) && readdirSync(sets).every((e) => /^(\.incomplete-\d+|step-\d{8})$/.test(e));
   return (ourLog || ourSets) && (!existsSync(log) || ourLog) && (!existsSync(sets) || ourSets);
 }
 

@@ -16,22 +16,22 @@ export function parseDashboardAddress(value: string): { host: string; port: numb
 }
 
 /**
- * The token a dashboard on a non-loopback address asks for: --token-file, else the run's own
- * token file (made now, mode 0600, when the run has none); null on loopback.
+ * The token a dashboard on a non-loopback address asks for, and its file: --token-file, else the
+ * run's own token file (made now, mode 0600, when the run has none); null on loopback.
  */
-function dashboardToken(host: string, tokenFile: string | undefined, runDir: string | null): string | null {
+function dashboardToken(host: string, tokenFile: string | undefined, runDir: string | null): { token: string; path: string } | null {
   if (isLoopback(host)) return null;
-  if (tokenFile) return readTokenFile(tokenFile);
-  if (!runDir) throw new UsageError(`a dashboard on ${host} needs --token-file: the secret to sign in with (it listens beyond this machine)`);
-  return runToken(undefined, runDir).token;
+  if (runDir) return runToken(tokenFile, runDir);
+  if (!tokenFile) throw new UsageError(`a dashboard on ${host} needs --token-file: the secret to sign in with (it listens beyond this machine)`);
+  return { token: readTokenFile(tokenFile), path: tokenFile };
 }
 
 /** The dashboard of a training run, started by `train --dashboard`. */
 export async function dashboardForRun(address: string, run: DashboardRun, tokenFile: string | undefined, log: (line: string) => void): Promise<Dashboard> {
   const { host, port } = parseDashboardAddress(address);
   const token = dashboardToken(host, tokenFile, run.dir);
-  const dashboard = await startDashboard({ host, port, runs: [run], token });
-  log(`dashboard: ${dashboard.url}${token ? ` (sign in with the token in ${tokenFile ?? join(run.dir, 'token')})` : ''}`);
+  const dashboard = await startDashboard({ host, port, runs: [run], token: token?.token ?? null });
+  log(`dashboard: ${dashboard.url}${token ? ` (sign in with the token in ${token.path})` : ''}`);
   return dashboard;
 }
 
@@ -54,7 +54,7 @@ function runOf(dir: string): DashboardRun {
 export async function runDashboard(args: { runs: string[]; host: string; port: number; tokenFile?: string }, log: (line: string) => void): Promise<void> {
   const runs = args.runs.map(runOf);
   const token = dashboardToken(args.host, args.tokenFile, null);
-  const dashboard = await startDashboard({ host: args.host, port: args.port, runs, token });
+  const dashboard = await startDashboard({ host: args.host, port: args.port, runs, token: token?.token ?? null });
   log(`dashboard of ${runs.length} run${runs.length === 1 ? '' : 's'}: ${dashboard.url} (Ctrl-C to stop)`);
   await new Promise<void>((done) => {
     process.once('SIGINT', done);

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { loadWeightsFile, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { Cluster } from '../comm/cluster.js';
@@ -18,7 +17,7 @@ import { buildLayout } from '../model/layout.js';
 import { lossPlotSpec } from '../report/loss-plot.js';
 import { writeChart } from '../report/render.js';
 import { Interrupted, UsageError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/files.js';
+import { isDirectory, writeFileAtomic } from '../util/files.js';
 import { DEFAULT_CONFIG, loadConfig, prepareData, prepareOutDir, resolveConfigPath, type TrainingOverrides } from './common.js';
 import { checkListenArgs, startListening, type ListenArgs } from './listen.js';
 import { checkRunFits, localThreads } from './run-checks.js';
@@ -122,18 +121,10 @@ export async function runTrain(args: TrainArgs, log: (line: string) => void): Pr
   let lock = args.resume && isDirectory(args.resume) ? lockRunDir(args.resume) : null;
   try {
     const run = await setUp(args);
-    lock ??= run.lock ?? lockRunDir(run.outDir);
+    lock ??= run.lock ?? null;
     return await trainRun(run, args, log);
   } finally {
     lock?.release();
-  }
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
   }
 }
 

@@ -293,16 +293,17 @@ export class Cluster implements WorkerGroup {
         const r0 = performance.now();
         // Nodes' frames are checked on arrival; our own threads' sums here.
         if (!node && firstNonFinite(p.kind === 'dense' ? p.data : p.rows.values) >= 0) throw divergence(step, slots);
-        if (p.kind === 'dense') {
+        if (p.kind !== 'dense') {
+          reducer.add(task, p);
+        } else if (!node) {
           // Our threads' sums never crossed the wire: in bf16 a node would get them rounded.
-          downstream.partial(task, node, this.nodes, p.node, p.piece, p.data, node !== null || this.wire === 'fp32');
-        }
-        if (node && p.kind === 'dense') {
+          downstream.partial(task, null, this.nodes, p.node, p.piece, p.data, this.wire === 'fp32');
+          reducer.add(task, p);
+        } else {
+          downstream.partial(task, node, this.nodes, p.node, p.piece, p.data, true);
           const data = this.frames.copy(p.data);
           held[p.piece]!.push(data);
           reducer.add(task, { ...p, data });
-        } else {
-          reducer.add(task, p);
         }
         reduceMs += performance.now() - r0;
       });

@@ -12,7 +12,7 @@
  *   peer          coordinator -> node  a step, b lo, c hi, d piece               dense piece of the other half's sum
  *
  * A node whose slots are one half of the reduction tree gets the other half's partial sum (a peer
- * frame) as soon as it arrives and adds its own, instead of waiting for the step's sum (see Cluster).
+ * frame) as soon as it arrives and adds its own, instead of waiting for the step's sum (see Downstream).
  */
 import { Packr } from 'msgpackr';
 import { fromBf16, toBf16 } from '../math/bf16.js';

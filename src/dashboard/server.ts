@@ -5,9 +5,9 @@ import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { MetricRecord } from '../coordinator/metrics.js';
 import { UsageError } from '../util/errors.js';
 import { LOGIN_PAGE, PAGE } from './page.js';
-import type { MetricRecord } from '../coordinator/metrics.js';
 import { JsonlTail, type TailRead } from './tail.js';
 
 /** A run directory the dashboard shows; `totalSteps` when known (progress and ETA). */
@@ -151,7 +151,6 @@ class RunFeed {
     this.clients.clear();
   }
 }
-
 
 /** The page's own scripts, compiled from src/dashboard/web (which also emits, unused, the modules it takes types from). */
 const WEB_FILES = new Set(['/web/src/dashboard/web/app.js', '/web/src/report/specs.js']);

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { parseRecord, type MetricRecord } from '../coordinator/metrics.js';
 
 /** What a read found: the complete lines added since the last read, or the whole file when it was replaced. */
@@ -22,8 +22,9 @@ export class JsonlTail {
   constructor(readonly path: string) {}
 
   read(): TailRead {
-    if (!existsSync(this.path)) return { records: [], restarted: false };
-    const { size, ino } = statSync(this.path);
+    const stat = statSync(this.path, { throwIfNoEntry: false });
+    if (!stat) return { records: [], restarted: false };
+    const { size, ino } = stat;
     const restarted = this.inode !== null && (ino !== this.inode || size < this.offset);
     this.inode = ino;
     if (restarted) {

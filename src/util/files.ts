@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 /** Writes the chunks to `path` and flushes them to the disk. */
@@ -31,4 +31,13 @@ export function writeFileAtomic(path: string, chunks: Buffer[]): void {
   writeFileDurable(tmp, chunks);
   renameSync(tmp, path);
   fsyncPath(dirname(path));
+}
+
+/** Whether `path` exists and is a directory. */
+export function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
