@@ -1,13 +1,16 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { inflateSync } from 'node:zlib';
+import { TRAINER_FILE } from '../src/checkpoint/checkpoint.js';
+import { runCompare, type CompareArgs } from '../src/cli/compare.js';
 import type { MetricRecord, StepRecord } from '../src/coordinator/metrics.js';
 import { median } from '../src/math/stats.js';
 import type { CompareReport } from '../src/report/compare-report.js';
-import { readRun } from '../src/report/runs.js';
+import { readRun, readSummary } from '../src/report/runs.js';
+import { Interrupted, UsageError } from '../src/util/errors.js';
 import { CLI, VERDICT, scratchDir } from './helpers.js';
 
 /** Decodes a PNG far enough to prove it is one: chunks, header, and pixel data of the right size. */
@@ -103,4 +106,44 @@ test('compare --quick on 1 and 2 workers: every file, coinciding curves, real PN
   assert.equal(refused.status, 2);
   assert.match(refused.stderr, /was not made by compare/);
   assert.ok(existsSync(join(foreign, 'workers-1', 'keep.txt')), 'nothing of the user\'s is deleted');
+});
+
+test('a comparison stopped before its run\'s first step continues: resumed from the step-0 checkpoint, or started over without one', async () => {
+  const root = scratchDir('compare-early');
+  const out = join(root, 'cmp');
+  const args: CompareArgs = { workers: [1], config: 'tiny', maxSteps: 4, out, data: VERDICT, backend: 'wasm', targetLoss: 2, force: false, quick: false };
+  const lines: string[] = [];
+  // Ctrl-C once the workers have started (train logs "output:" just before its first step): the run stops before that step.
+  let stopped = false;
+  const stopAtStart = (line: string) => {
+    lines.push(line);
+    if (!stopped && /\] output: /.test(line)) stopped = process.emit('SIGINT');
+  };
+  await assert.rejects(runCompare(args, stopAtStart), (e: Error) => e instanceof Interrupted && /stopped during \[run 1\/1, 1 worker\]/.test(e.message));
+  const dir = join(out, 'workers-1');
+  const summary = readSummary(dir);
+  assert.deepEqual([summary.interrupted, summary.steps], [true, 0], lines.join('\n'));
+  assert.ok(existsSync(join(dir, TRAINER_FILE)), 'the step-0 checkpoint');
+  assert.throws(() => readRun(dir), /holds no step record/);
+
+  // The same state without a checkpoint (a run of a version that saved none at step 0): started over.
+  const other = join(root, 'other');
+  cpSync(out, other, { recursive: true });
+  rmSync(join(other, 'workers-1', TRAINER_FILE));
+
+  const log: string[] = [];
+  const resumed = await runCompare(args, (line) => log.push(line));
+  assert.ok(log.includes(`[run 1/1, 1 worker] resuming ${dir}`), log.join('\n'));
+  assert.deepEqual(readRun(dir).steps.map((r) => r.step), [0, 1, 2, 3]);
+  assert.equal(resumed.rows[0]!.steps, 4);
+
+  const restartLog: string[] = [];
+  const restarted = await runCompare({ ...args, out: other }, (line) => restartLog.push(line));
+  assert.ok(restartLog.includes('[run 1/1, 1 worker] starting'), restartLog.join('\n'));
+  const losses = (d: string) => readRun(d).steps.map((r) => r.loss);
+  assert.deepEqual(losses(join(other, 'workers-1')), losses(dir), 'the same training either way');
+  assert.equal(restarted.rows[0]!.steps, 4);
+
+  writeFileSync(join(dir, 'summary.json'), '{"config":');
+  await assert.rejects(runCompare(args, () => {}), (e: Error) => e instanceof UsageError && /summary\.json is not valid JSON .*; pass --force to recompute/.test(e.message));
 });

@@ -6,7 +6,7 @@ import { loadVerdict } from '../data/verdict.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { KernelChoice } from '../model/provider.js';
 import { REPORT_FILES, writeCompareReport, type CompareReport } from '../report/compare-report.js';
-import { readRun, type RunData } from '../report/runs.js';
+import { readRun, readSummary, type RunData, type RunSummary } from '../report/runs.js';
 import { Interrupted, UsageError } from '../util/errors.js';
 import { onStopSignal } from '../util/signals.js';
 import { DEFAULT_CONFIG, loadConfig, prepareData, resolveConfigPath, timestamp } from './common.js';
@@ -48,10 +48,21 @@ function planRun(dir: string, settings: string, fingerprint: string, force: bool
   if (force) return 'start';
   const previous = readFileSync(settingsPath, 'utf8');
   if (previous !== settings) throw new UsageError(`${dir} was run with other settings (${previous}); pass --force to recompute`);
-  const trainedOn = existsSync(join(dir, TRAINER_FILE)) ? readTrainerState(dir).dataFingerprint : null;
+  const checkpointed = existsSync(join(dir, TRAINER_FILE));
+  const trainedOn = checkpointed ? readTrainerState(dir).dataFingerprint : null;
   if (trainedOn !== null && trainedOn !== fingerprint) throw new UsageError(`${dir} was trained on other data than --data gives now; pass --force to recompute`);
-  if (existsSync(join(dir, 'summary.json')) && !readRun(dir).summary.interrupted) return 'reuse';
-  return existsSync(join(dir, TRAINER_FILE)) ? 'resume' : 'start';
+  // The summary alone: a run stopped before its first step has one but no step record.
+  if (existsSync(join(dir, 'summary.json')) && !summaryOf(dir).interrupted) return 'reuse';
+  return checkpointed ? 'resume' : 'start';
+}
+
+function summaryOf(dir: string): RunSummary {
+  try {
+    return readSummary(dir);
+  } catch (err) {
+    if (err instanceof UsageError) throw new UsageError(`${err.message}; pass --force to recompute`);
+    throw err;
+  }
 }
 
 /** Ctrl-C or SIGTERM: the current run stops as train stops, and no later run starts. */

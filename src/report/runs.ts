@@ -41,21 +41,29 @@ function readJson(path: string, text: string): unknown {
   }
 }
 
+const notFinished = (dir: string, file: string) => new UsageError(`${dir} is not a finished run: it has no ${file}`);
+
+/** A run directory's summary.json, checked to hold the fields a report reads. */
+export function readSummary(dir: string): RunSummary {
+  const path = join(dir, 'summary.json');
+  if (!existsSync(path)) throw notFinished(dir, 'summary.json');
+  const summary = readJson(path, readFileSync(path, 'utf8')) as Record<string, unknown> | null;
+  const wrong = SUMMARY_FIELDS.find(([key, type]) => typeof summary?.[key] !== type);
+  if (wrong) throw new UsageError(`${path}: "${wrong[0]}" is missing or not a ${wrong[1]}`);
+  return summary as unknown as RunSummary;
+}
+
 /** A run directory's summary and metrics, checked to hold what a report needs. */
 export function readRun(dir: string): RunData {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`${dir} is not a run directory`);
-  const summaryPath = join(dir, 'summary.json');
+  const summary = readSummary(dir);
   const metricsPath = join(dir, 'metrics.jsonl');
-  const missing = [summaryPath, metricsPath].find((p) => !existsSync(p));
-  if (missing) throw new UsageError(`${dir} is not a finished run: it has no ${basename(missing)}`);
-  const summary = readJson(summaryPath, readFileSync(summaryPath, 'utf8')) as Record<string, unknown> | null;
-  const wrong = SUMMARY_FIELDS.find(([key, type]) => typeof summary?.[key] !== type);
-  if (wrong) throw new UsageError(`${summaryPath}: "${wrong[0]}" is missing or not a ${wrong[1]}`);
+  if (!existsSync(metricsPath)) throw notFinished(dir, 'metrics.jsonl');
   const records = readFileSync(metricsPath, 'utf8').split('\n')
     .flatMap((l, i) => (l.trim() ? [readJson(`${metricsPath} line ${i + 1}`, l) as MetricRecord | null] : []));
   const steps = records.filter((r): r is StepRecord => r?.type === 'step');
   if (steps.length === 0) throw new UsageError(`${metricsPath} holds no step record`);
-  return { dir, summary: summary as unknown as RunSummary, steps, evals: records.filter((r): r is EvalRecord => r?.type === 'eval') };
+  return { dir, summary, steps, evals: records.filter((r): r is EvalRecord => r?.type === 'eval') };
 }
 
 
