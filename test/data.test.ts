@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { batchIndices, epochBatches, evalTrainBatches, splitText, WindowDataset } from '../src/data/dataset.js';
+import { loadConfig, loadRunText } from '../src/cli/common.js';
+import { batchIndices, dataFingerprint, epochBatches, evalTrainBatches, splitText, WindowDataset } from '../src/data/dataset.js';
 import { decode, encode } from '../src/data/tokenizer.js';
 import { loadVerdict } from '../src/data/verdict.js';
 import { UsageError } from '../src/util/errors.js';
@@ -63,4 +64,17 @@ test('data source precedence: --data, then VERDICT_PATH, then cache; offline err
     if (saved === undefined) delete process.env.VERDICT_PATH;
     else process.env.VERDICT_PATH = saved;
   }
+});
+
+test('text prepared once (compare) is taken as it is by a run split the same way, and split again from its text otherwise', async () => {
+  const tiny = loadConfig('tiny');
+  const missing = join(scratchDir('text'), 'nope.txt');
+  const once = await loadRunText(VERDICT, tiny);
+  assert.equal(once.fingerprint, dataFingerprint(splitText(text, 0.9, 32)));
+  assert.equal(await loadRunText(missing, loadConfig('tiny', { batchSize: 4 }), once), once, 'not read nor tokenized again');
+  const longer = { ...tiny, model: { ...tiny.model, contextLength: 64 } };
+  const again = await loadRunText(missing, longer, once);
+  assert.equal(again.source, once.source, 'from the text already read');
+  assert.deepEqual([again.data.train.length, again.fingerprint], [64, once.fingerprint]);
+  await assert.rejects(loadRunText(missing, loadConfig('tiny', { batchSize: 4000 }), once), /fewer than one batch of 4000/);
 });

@@ -2,7 +2,8 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { CHECKPOINTS_DIR, MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE } from '../checkpoint/checkpoint.js';
-import { splitText, type SplitData } from '../data/dataset.js';
+import { dataFingerprint, splitText, type SplitData } from '../data/dataset.js';
+import { loadVerdict, type TextSource } from '../data/verdict.js';
 import { checkTokenizerVocab, loadRunConfig, parseRunConfig, type RunConfig, type TrainingConfig } from '../model/config.js';
 import { UsageError } from '../util/errors.js';
 import { isDirectory } from '../util/files.js';
@@ -36,7 +37,10 @@ export function loadConfig(value: string, overrides: TrainingOverrides = {}): Ru
 
 /** Splits the text and checks that both splits yield at least one batch. */
 export function prepareData(text: string, config: RunConfig): SplitData {
-  const data = splitText(text, config.training.trainRatio, config.model.contextLength);
+  return checkBatches(splitText(text, config.training.trainRatio, config.model.contextLength), config);
+}
+
+function checkBatches(data: SplitData, config: RunConfig): SplitData {
   const T = config.model.contextLength;
   if (data.train.size < config.training.batchSize) {
     throw new UsageError(`the training split (${data.trainTokens.length} tokens) gives ${data.train.size} windows of ${T}: fewer than one batch of ${config.training.batchSize}`);
@@ -45,6 +49,32 @@ export function prepareData(text: string, config: RunConfig): SplitData {
     throw new UsageError(`the validation split (${data.valTokens.length} tokens) is too short for one window of ${T} tokens`);
   }
   return data;
+}
+
+/** The training text as a run takes it: read, split and tokenized, with its fingerprint. */
+export interface RunText {
+  source: TextSource;
+  data: SplitData;
+  /** What the run trains on (see dataFingerprint). */
+  fingerprint: string;
+  /** The config's values that the split depends on. */
+  split: { trainRatio: number; contextLength: number };
+}
+
+/**
+ * --data (else The Verdict) split and tokenized for this config, checked to fill a batch. `given`
+ * (text prepared before: compare prepares it once for all its runs) is taken as it is when it was
+ * split the same way, and split again from its text when not.
+ */
+export async function loadRunText(dataPath: string | undefined, config: RunConfig, given?: RunText): Promise<RunText> {
+  const split = { trainRatio: config.training.trainRatio, contextLength: config.model.contextLength };
+  if (given && given.split.trainRatio === split.trainRatio && given.split.contextLength === split.contextLength) {
+    checkBatches(given.data, config);
+    return given;
+  }
+  const source = given?.source ?? (await loadVerdict(dataPath));
+  const data = prepareData(source.text, config);
+  return { source, data, fingerprint: dataFingerprint(data), split };
 }
 
 /** A name for a default output directory under runs/. */

@@ -1,15 +1,13 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { readTrainerState, TRAINER_FILE } from '../checkpoint/checkpoint.js';
-import { dataFingerprint } from '../data/dataset.js';
-import { loadVerdict } from '../data/verdict.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { KernelChoice } from '../model/provider.js';
 import { REPORT_FILES, writeCompareReport, type CompareReport } from '../report/compare-report.js';
 import { readRun, readSummary, type RunData, type RunSummary } from '../report/runs.js';
 import { Interrupted, UsageError } from '../util/errors.js';
 import { onStopSignal } from '../util/signals.js';
-import { DEFAULT_CONFIG, loadConfig, prepareData, resolveConfigPath, timestamp } from './common.js';
+import { DEFAULT_CONFIG, loadConfig, loadRunText, resolveConfigPath, timestamp } from './common.js';
 import { prepareOutputDir } from './out-dir.js';
 import { checkRunFits } from './run-checks.js';
 import { runTrain } from './train.js';
@@ -92,11 +90,12 @@ export async function runCompare(args: CompareArgs, log: (line: string) => void)
   const runConfig = loadConfig(config, { epochs });
   // Every run's fit: a thread's share of the batch, and so its heap, is largest with the fewest workers.
   for (const workers of args.workers) checkRunFits(runConfig, { workers, backend: args.backend });
-  const fingerprint = dataFingerprint(prepareData((await loadVerdict(args.data)).text, runConfig));
+  // Read and tokenized once: every run takes it from here.
+  const prepared = await loadRunText(args.data, runConfig);
   const settings = JSON.stringify({ config, epochs: epochs ?? null, maxSteps: args.maxSteps ?? null });
   const out = args.out ?? join('runs', `compare-${timestamp()}`);
   const dirs = args.workers.map((workers) => join(out, `workers-${workers}`));
-  const plans = dirs.map((dir) => planRun(dir, settings, fingerprint, args.force));
+  const plans = dirs.map((dir) => planRun(dir, settings, prepared.fingerprint, args.force));
   const own = existsSync(join(out, 'compare.json')) || dirs.some((dir) => existsSync(join(dir, SETTINGS_FILE)));
   prepareOutputDir(out, { flag: '--out', kind: 'comparison', own, outputs: [...REPORT_FILES, ...dirs.map((d) => basename(d))], force: args.force });
   // A report of earlier runs must not stand beside runs that are being recomputed.
@@ -110,7 +109,7 @@ export async function runCompare(args: CompareArgs, log: (line: string) => void)
       const tag = `[run ${i + 1}/${args.workers.length}, ${workers} worker${workers === 1 ? '' : 's'}]`;
       const say = (line: string) => log(`${tag} ${line}`);
       if (signals.stopped) throw new Interrupted(`stopped before ${tag}; run the same command again to continue the comparison`);
-      const common = { workers, epochs, maxSteps: args.maxSteps, data: args.data, backend: args.backend, kernels: args.kernels };
+      const common = { workers, epochs, maxSteps: args.maxSteps, data: args.data, prepared, backend: args.backend, kernels: args.kernels };
       if (plans[i] === 'reuse') {
         say(`reusing the finished run in ${dir}`);
       } else {

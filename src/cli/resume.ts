@@ -2,15 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { loadCheckpoint, readTrainerState, TRAINER_FILE, type TrainerState } from '../checkpoint/checkpoint.js';
 import type { Position } from '../coordinator/trainer.js';
-import { dataFingerprint, type SplitData } from '../data/dataset.js';
-import { loadVerdict, type TextSource } from '../data/verdict.js';
+import type { SplitData } from '../data/dataset.js';
+import type { TextSource } from '../data/verdict.js';
 import type { AdamWMoments } from '../math/adamw.js';
 import type { RunConfig, TrainingConfig } from '../model/config.js';
 import type { BackendChoice } from '../model/backend.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
 import type { RunLock } from '../util/run-lock.js';
-import { loadConfig, prepareData, type TrainingOverrides } from './common.js';
+import { loadConfig, loadRunText, type RunText, type TrainingOverrides } from './common.js';
 import { checkRunFits } from './run-checks.js';
 
 /** Everything a run needs, validated before any thread starts. */
@@ -38,6 +38,8 @@ export interface ResumeArgs extends TrainingOverrides {
   resume: string;
   config?: string;
   data?: string;
+  /** The text of `data` already read and tokenized. */
+  prepared?: RunText;
   out?: string;
   initFrom?: string;
   workers?: number;
@@ -97,12 +99,10 @@ export async function resumeRun(args: ResumeArgs): Promise<RunSetup> {
   }
   const config = { model: state.config.model, training: { ...state.config.training, ...(args.epochs ? { epochs: args.epochs } : {}) } };
   checkRunFits(config, args);
-  const source = await loadVerdict(args.data);
+  const { source, data, fingerprint } = await loadRunText(args.data, config, args.prepared);
   if (source.text.length !== state.dataCharacters) {
     throw new UsageError(`the data has ${source.text.length} characters but the run was trained on ${state.dataCharacters}`);
   }
-  const data = prepareData(source.text, config);
-  const fingerprint = dataFingerprint(data);
   if (state.dataFingerprint !== null && fingerprint !== state.dataFingerprint) {
     throw new UsageError(`the data's tokens differ from the ones the run was trained on (fingerprint ${fingerprint.slice(0, 12)}, the run's ${state.dataFingerprint.slice(0, 12)}), although the length is the same`);
   }

@@ -7,8 +7,6 @@ import type { StepRecord } from '../coordinator/metrics.js';
 import { median } from '../math/stats.js';
 import { ProgressBar } from '../coordinator/progress.js';
 import { totalSteps, train, START, type TrainResult } from '../coordinator/trainer.js';
-import { dataFingerprint } from '../data/dataset.js';
-import { loadVerdict } from '../data/verdict.js';
 import type { BackendChoice } from '../model/backend.js';
 import { resolveKernels, type KernelChoice } from '../model/provider.js';
 import { initParams } from '../model/init.js';
@@ -18,7 +16,7 @@ import { lossPlotSpec } from '../report/loss-plot.js';
 import { writeChart } from '../report/render.js';
 import { Interrupted, UsageError } from '../util/errors.js';
 import { isDirectory, writeFileAtomic } from '../util/files.js';
-import { DEFAULT_CONFIG, loadConfig, prepareData, prepareOutDir, resolveConfigPath, type TrainingOverrides } from './common.js';
+import { DEFAULT_CONFIG, loadConfig, loadRunText, prepareOutDir, resolveConfigPath, type RunText, type TrainingOverrides } from './common.js';
 import { checkListenArgs, startListening, type ListenArgs } from './listen.js';
 import { checkRunFits, localThreads } from './run-checks.js';
 import { dashboardForRun, parseDashboardAddress } from './dashboard.js';
@@ -29,6 +27,8 @@ import { onStopSignal } from '../util/signals.js';
 export interface TrainArgs extends TrainingOverrides, ListenArgs {
   config?: string;
   data?: string;
+  /** The text of `data` already read and tokenized (compare prepares it once for all its runs). */
+  prepared?: RunText;
   out?: string;
   backend: BackendChoice;
   /** Matmul provider (default auto). */
@@ -67,11 +67,9 @@ async function setUp(args: TrainArgs): Promise<RunSetup> {
   const configName = resolveConfigPath(args.config ?? DEFAULT_CONFIG);
   const config = loadConfig(configName, { epochs, lr, weightDecay, batchSize, seed, evalFreq, evalIter });
   checkRunFits(config, args);
-  const source = await loadVerdict(args.data);
-  const data = prepareData(source.text, config);
+  const { source, data, fingerprint } = await loadRunText(args.data, config, args.prepared);
   const layout = buildLayout(config.model);
   const weights = args.initFrom ? loadWeightsFile(layout, args.initFrom) : initParams(layout, config.training.seed);
-  const fingerprint = dataFingerprint(data);
   const runId = randomBytes(16).toString('hex');
   // Last: from here on the run holds its directory's lock.
   const out = prepareOutDir(args.out, args.force);
