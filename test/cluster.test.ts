@@ -194,7 +194,8 @@ test('nodes only, none at the start: the coordinator waits for one; a diverged r
   assert.equal(d.stderr.filter((l) => l.trim()).length, 1, d.stderr.join('\n'));
   // The last good checkpoint is kept: from before the failing step, with finite weights.
   const failed = Number(/during step (\d+)/.exec(d.stderr.join('\n'))![1]);
-  const kept = loadCheckpoint(d.out, buildLayout(readTrainerState(d.out).config.model));
+  const state = readTrainerState(d.out);
+  const kept = loadCheckpoint(d.out, state, buildLayout(state.config.model));
   assert.ok(kept.state.step <= failed, `checkpoint of step ${kept.state.step}, failure at ${failed}`);
   assert.ok(kept.weights.every(Number.isFinite) && kept.moments.v.every(Number.isFinite), 'the kept checkpoint is finite');
 });

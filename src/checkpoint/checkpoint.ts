@@ -245,9 +245,8 @@ export function readCheckpointFile(dir: string, state: TrainerState, file: strin
   return read;
 }
 
-/** Loads a run directory's checkpoint for --resume, checking the files belong together. */
-export function loadCheckpoint(dir: string, layout: ParamLayout): Checkpoint {
-  const state = readTrainerState(dir);
+/** Loads a run directory's checkpoint for --resume (`state`: its trainer.json), checking the files belong together. */
+export function loadCheckpoint(dir: string, state: TrainerState, layout: ParamLayout): Checkpoint {
   const model = readCheckpointFile(dir, state, MODEL_FILE);
   const optimizer = readCheckpointFile(dir, state, OPTIMIZER_FILE);
   const weights = flatFromTensors(layout, model, join(dir, state.checkpoint, MODEL_FILE));

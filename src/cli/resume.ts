@@ -111,7 +111,7 @@ export async function resumeRun(args: ResumeArgs): Promise<RunSetup> {
     throw new UsageError(`${resolve(args.resume, TRAINER_FILE)}: epoch ${state.epoch}, batch ${state.batchInEpoch} is not step ${state.step} at ${stepsPerEpoch} steps per epoch`);
   }
   const layout = buildLayout(config.model);
-  const ckpt = loadCheckpoint(args.resume, layout);
+  const ckpt = loadCheckpoint(args.resume, state, layout);
   return {
     config, configName: `${args.resume} (resumed at step ${state.step})`, source, data, fingerprint, layout,
     // A format-1 run gets an identity from its first new checkpoint on.
