@@ -232,7 +232,7 @@ export function readTrainerState(dir: string): TrainerState {
 }
 
 /** A checkpoint file of the run's committed set, checked to belong to this run and step. */
-export function readCheckpointFile(dir: string, state: TrainerState, file: string): SafetensorsFile {
+function readCheckpointFile(dir: string, state: TrainerState, file: string): SafetensorsFile {
   const path = join(dir, state.checkpoint, file);
   if (!existsSync(path)) throw new UsageError(`${path} is missing: the checkpoint of step ${state.step} is incomplete`);
   const read = readSafetensors(path);
@@ -245,11 +245,15 @@ export function readCheckpointFile(dir: string, state: TrainerState, file: strin
   return read;
 }
 
+/** The weights of the set that `state` (the run directory's trainer.json) names: what evaluate, generate and --resume load. */
+export function loadCheckpointWeights(dir: string, state: TrainerState, layout: ParamLayout): Float32Array {
+  return flatFromTensors(layout, readCheckpointFile(dir, state, MODEL_FILE), join(dir, state.checkpoint, MODEL_FILE));
+}
+
 /** Loads a run directory's checkpoint for --resume (`state`: its trainer.json), checking the files belong together. */
 export function loadCheckpoint(dir: string, state: TrainerState, layout: ParamLayout): Checkpoint {
-  const model = readCheckpointFile(dir, state, MODEL_FILE);
+  const weights = loadCheckpointWeights(dir, state, layout);
   const optimizer = readCheckpointFile(dir, state, OPTIMIZER_FILE);
-  const weights = flatFromTensors(layout, model, join(dir, state.checkpoint, MODEL_FILE));
   const optPath = join(dir, state.checkpoint, OPTIMIZER_FILE);
   for (const name of optimizer.tensors.keys()) {
     if (!MOMENTS.some(([prefix]) => name.startsWith(prefix))) throw new UsageError(`${optPath}: unexpected tensor "${name}"`);

@@ -1,6 +1,5 @@
 import { statSync } from 'node:fs';
-import { join } from 'node:path';
-import { flatFromTensors, loadWeightsFile, MODEL_FILE, readCheckpointFile, readTrainerState } from '../checkpoint/checkpoint.js';
+import { loadCheckpointWeights, loadWeightsFile, readTrainerState } from '../checkpoint/checkpoint.js';
 import type { RunConfig } from '../model/config.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
 import { UsageError } from '../util/errors.js';
@@ -29,8 +28,7 @@ export function loadModelArg(path: string, configArg: string | undefined): Loade
     if (configArg) throw new UsageError(`--config is for a .safetensors file; the run directory ${path} has its own config`);
     const state = readTrainerState(path);
     const layout = buildLayout(state.config.model);
-    const weights = flatFromTensors(layout, readCheckpointFile(path, state, MODEL_FILE), join(path, state.checkpoint, MODEL_FILE));
-    return { config: state.config, layout, weights, step: state.step };
+    return { config: state.config, layout, weights: loadCheckpointWeights(path, state, layout), step: state.step };
   }
   const config = loadConfig(configArg ?? DEFAULT_CONFIG);
   const layout = buildLayout(config.model);
