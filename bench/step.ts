@@ -14,7 +14,7 @@ import { initBackend, wasmHeapBytes } from '../src/model/backend.js';
 import { trainStepFlops } from '../src/model/flops.js';
 import { disposeWeights, uploadWeights } from '../src/model/gpt.js';
 import { initParams } from '../src/model/init.js';
-import { buildLayout } from '../src/model/layout.js';
+import { buildLayout, HEAD_BLOCK } from '../src/model/layout.js';
 import { availableProviders, installKernels, resolveKernels, type ProviderChoice } from '../src/model/provider.js';
 import { forwardBackward } from '../src/model/step.js';
 import { native } from '../src/native/kernels.js';
@@ -55,7 +55,7 @@ const SHAPES: Array<[number, number, number, boolean, boolean, number, string]> 
   [D, rows, 4 * D, true, false, 1, 'weight gradient (A^T B)'],
   [T, hd, T, false, true, B * config.model.nHeads, 'attention scores (batched)'],
   [T, T, hd, false, false, B * config.model.nHeads, 'attention context (batched)'],
-  [rows, D, 8192, false, false, 1, 'vocabulary head block'],
+  [rows, D, HEAD_BLOCK, false, false, 1, 'vocabulary head block'],
 ];
 
 /** Median seconds of `run` over 7 calls after one warm-up. */
