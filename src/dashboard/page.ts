@@ -1,3 +1,5 @@
+import { escapeHtml } from './html.js';
+
 /** The dashboard's page: layout and styles; src/dashboard/web/app.ts fills it from the event stream. */
 export const PAGE = `<!doctype html>
 <html lang="en">
@@ -38,8 +40,6 @@ export const PAGE = `<!doctype html>
 </html>
 `;
 
-const escape = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
-
 /** The sign-in form of a dashboard on a non-loopback address: the token goes in a POST body, never a URL. */
 export const LOGIN_PAGE = (error: string) => `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>gpt-ddp dashboard: sign in</title></head>
@@ -47,6 +47,6 @@ export const LOGIN_PAGE = (error: string) => `<!doctype html>
 <h1 style="font-size: 20px">gpt-ddp dashboard</h1>
 <p>This dashboard listens beyond this machine: enter the run's token (the <code>token</code> file of the run directory, or the one named by <code>--token-file</code>).</p>
 <form method="post" action="/login"><input type="password" name="token" autofocus style="width: 100%"> <button type="submit">Sign in</button></form>
-<p style="color: #b00">${escape(error)}</p>
+<p style="color: #b00">${escapeHtml(error)}</p>
 </body></html>
 `;

@@ -3,7 +3,9 @@
  * draws them with the same Vega-Lite specs as the static report.
  */
 import type { EvalRecord, MemberRecord, MetricRecord, SampleRecord, StepRecord } from '../../coordinator/metrics.js';
+import { median } from '../../math/stats.js';
 import { lossCurvesSpec, PHASES, phaseBarsSpec, type LossPoint } from '../../report/specs.js';
+import { escapeHtml } from '../html.js';
 
 interface VegaView {
   runAsync(): Promise<unknown>;
@@ -20,19 +22,16 @@ interface RunInfo {
   totalSteps: number | null;
 }
 
+/** A run's records by type, each list appended to as records arrive. */
+type Records = { [K in MetricRecord['type']]: Array<Extract<MetricRecord, { type: K }>> };
+const noRecords = (): Records => ({ step: [], eval: [], member: [], sample: [] });
+
 const runs: RunInfo[] = [];
-const records: MetricRecord[][] = [];
+const records: Records[] = [];
 const views = new Map<string, VegaView>();
 const el = (id: string) => document.getElementById(id)!;
 const axis = el('x') as HTMLSelectElement;
 
-const ofType = <K extends MetricRecord['type']>(list: MetricRecord[], type: K) =>
-  list.filter((r): r is Extract<MetricRecord, { type: K }> => r.type === type);
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? 0 : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-const text = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 /** Rounded to whole seconds first, so 119.6 s reads 2m00s, not 1m60s. */
 const duration = (sec: number) => {
   const s = Math.round(sec);
@@ -50,16 +49,14 @@ async function draw(id: string, spec: unknown): Promise<void> {
 
 function runsTable(): string {
   const rows = runs.map((run) => {
-    const list = records[run.id]!;
-    const steps = ofType(list, 'step');
+    const { step: steps, eval: evals } = records[run.id]!;
     const last = steps.at(-1);
-    const evals = ofType(list, 'eval');
     const recent = steps.slice(-10);
     const rate = recent.length > 1 ? (recent.at(-1)!.tokensSeen - recent[0]!.tokensSeen) / (recent.at(-1)!.elapsedSec - recent[0]!.elapsedSec) : 0;
     const done = last ? last.step + 1 : 0;
     const total = run.totalSteps;
     const eta = total && last ? duration(Math.max(0, total - done) * median(recent.map((s) => s.stepSec))) : '–';
-    return `<tr><td>${text(run.label)}</td><td>${text(run.dir)}</td><td class="num">${done}${total ? ` / ${total} (${((100 * done) / total).toFixed(0)}%)` : ''}</td>` +
+    return `<tr><td>${escapeHtml(run.label)}</td><td>${escapeHtml(run.dir)}</td><td class="num">${done}${total ? ` / ${total} (${((100 * done) / total).toFixed(0)}%)` : ''}</td>` +
       `<td class="num">${rate ? rate.toFixed(0) : '–'}</td><td class="num">${last ? duration(last.elapsedSec) : '–'}</td><td class="num">${eta}</td>` +
       `<td class="num">${evals.at(-1)?.trainLoss.toFixed(3) ?? '–'}</td><td class="num">${evals.at(-1)?.valLoss.toFixed(3) ?? '–'}</td></tr>`;
   });
@@ -70,17 +67,17 @@ function runsTable(): string {
 function lossPoints(): LossPoint[] {
   const x = axis.value as 'step' | 'tokens' | 'time';
   const at = (e: EvalRecord) => (x === 'step' ? e.step : x === 'tokens' ? e.tokensSeen : e.elapsedSec);
-  return runs.flatMap((run) => ofType(records[run.id]!, 'eval').flatMap((e): LossPoint[] => [
+  return runs.flatMap((run) => records[run.id]!.eval.flatMap((e): LossPoint[] => [
     { at: at(e), loss: e.trainLoss, split: 'train', run: run.label },
     { at: at(e), loss: e.valLoss, split: 'val', run: run.label },
   ]));
 }
 
 /** Each member's joining record and its state, from the membership records. */
-function membership(list: MetricRecord[]): { info: Map<number, MemberRecord>; state: Map<number, string> } {
+function membership(events: MemberRecord[]): { info: Map<number, MemberRecord>; state: Map<number, string> } {
   const info = new Map<number, MemberRecord>();
   const state = new Map<number, string>();
-  for (const e of ofType(list, 'member')) {
+  for (const e of events) {
     if (e.event === 'start' || e.event === 'join') {
       info.set(e.member, e);
       state.set(e.member, 'working');
@@ -96,8 +93,8 @@ function membership(list: MetricRecord[]): { info: Map<number, MemberRecord>; st
 function workersTable(): string {
   const rows = runs.flatMap((run) => {
     const list = records[run.id]!;
-    const last = ofType(list, 'step').at(-1);
-    const { info, state } = membership(list);
+    const last = list.step.at(-1);
+    const { info, state } = membership(list.member);
     const inLast = new Map((last?.members ?? []).map((m) => [m.member, m]));
     const ids = [...new Set([...info.keys(), ...inLast.keys()])].sort((a, b) => a - b);
     return ids.map((id) => {
@@ -108,7 +105,7 @@ function workersTable(): string {
       const shown = now === 'working' && (!m || m.slots.length === 0) ? 'idle' : now;
       const share = m && last && last.stepSec > 0 ? `${((100 * m.computeSec) / last.stepSec).toFixed(0)}%` : '–';
       const heard = m?.lastHeardSec === undefined ? '–' : `${m.lastHeardSec.toFixed(1)} s ago`;
-      return `<tr><td>${text(run.label)}</td><td>${text(who)}</td><td>${i ? `${i.threads} thread(s), ${text(i.backend ?? '?')}, ${text(i.kernels ?? '?')}` : ''}</td>` +
+      return `<tr><td>${escapeHtml(run.label)}</td><td>${escapeHtml(who)}</td><td>${i ? `${i.threads} thread(s), ${escapeHtml(i.backend ?? '?')}, ${escapeHtml(i.kernels ?? '?')}` : ''}</td>` +
         `<td>${shown}</td><td>${m?.slots.join(', ') ?? ''}</td><td class="num">${m ? `${m.computeSec.toFixed(2)} s` : '–'}</td><td class="num">${share}</td>` +
         `<td class="num">${m ? megabytes(m.sentBytes) : '–'}</td><td class="num">${m ? megabytes(m.receivedBytes) : '–'}</td><td class="num">${heard}</td></tr>`;
     });
@@ -135,30 +132,32 @@ function schedule(): void {
 async function render(): Promise<void> {
   el('runs').innerHTML = runsTable();
   el('workers').innerHTML = workersTable();
-  el('events').innerHTML = runs.flatMap((run) => ofType(records[run.id]!, 'member').map((m) => `<div>${text(memberLine(run, m))}</div>`)).slice(-30).join('') || '<div>none</div>';
-  el('samples').innerHTML = runs.flatMap((run) => ofType(records[run.id]!, 'sample').map((s) => `<div>${text(sampleLine(run, s))}</div>`)).join('') || '<div>none yet</div>';
+  el('events').innerHTML = runs.flatMap((run) => records[run.id]!.member.map((m) => `<div>${escapeHtml(memberLine(run, m))}</div>`)).slice(-30).join('') || '<div>none</div>';
+  el('samples').innerHTML = runs.flatMap((run) => records[run.id]!.sample.map((s) => `<div>${escapeHtml(sampleLine(run, s))}</div>`)).join('') || '<div>none yet</div>';
   const points = lossPoints();
   const xTitle = { step: 'Step', tokens: 'Tokens seen (tokens)', time: 'Wall-clock time (s)' }[axis.value] ?? 'Step';
   await draw('loss', lossCurvesSpec(points, xTitle, 'Train and val loss', 'Run'));
   const phases = runs.flatMap((run) => {
-    const recent: StepRecord[] = ofType(records[run.id]!, 'step').slice(-20);
+    const recent: StepRecord[] = records[run.id]!.step.slice(-20);
     return recent.length === 0 ? [] : PHASES.map(([key, name], order) => ({ run: run.label, phase: name, order, sec: median(recent.map((s) => s[key])) }));
   });
   await draw('phases', phaseBarsSpec(phases, runs.map((r) => r.label), PHASES.map(([, n]) => n), 'Median step by phase'));
   // For tests and scripts: what the page shows, as numbers.
   document.body.dataset.lossPoints = String(points.length);
-  document.body.dataset.steps = String(runs.reduce((n, run) => n + ofType(records[run.id]!, 'step').length, 0));
+  document.body.dataset.steps = String(runs.reduce((n, run) => n + records[run.id]!.step.length, 0));
 }
 
 const source = new EventSource('/events');
 source.addEventListener('runs', (e) => {
   runs.splice(0, runs.length, ...(JSON.parse((e as MessageEvent<string>).data) as RunInfo[]));
-  records.splice(0, records.length, ...runs.map(() => []));
+  records.splice(0, records.length, ...runs.map(noRecords));
   el('status').textContent = `${runs.length} run${runs.length === 1 ? '' : 's'}, live`;
 });
 source.addEventListener('records', (e) => {
   const { run, records: fresh } = JSON.parse((e as MessageEvent<string>).data) as { run: number; records: MetricRecord[] };
-  records[run]?.push(...fresh);
+  const into = records[run];
+  // Each list holds the records of its type: the cast only says so to the compiler.
+  if (into) for (const r of fresh) (into[r.type] as MetricRecord[]).push(r);
   schedule();
 });
 source.onerror = () => {
