@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { request } from 'node:http';
 import { connect, createServer, type AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { join, posix, relative } from 'node:path';
 import { afterEach, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { createTokenFile } from '../src/comm/auth.js';
 import { JsonlTail } from '../src/dashboard/tail.js';
 import { dashboardUrl, exited, killAll, records, spawnCli } from './cluster-helpers.js';
@@ -64,6 +66,21 @@ function follow(url: string, cookie?: string): Stream {
   return s;
 }
 
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const WEB_BUILT = join(ROOT, 'dist', 'web');
+
+/** The page's script and the modules it imports, transitively, as paths under a web build's output. */
+function pageModules(webDir: string): string[] {
+  const seen = new Set<string>();
+  const visit = (path: string) => {
+    if (seen.has(path)) return;
+    seen.add(path);
+    for (const m of readFileSync(join(webDir, path), 'utf8').matchAll(/\bfrom '(\.\.?\/[^']+)'/g)) visit(posix.join(posix.dirname(path), m[1]!));
+  };
+  visit('src/dashboard/web/app.js');
+  return [...seen].sort();
+}
+
 const recordsOf = (s: Stream, run: number) => s.events.filter((e) => e.run === run).flatMap((e) => e.records);
 
 test('train --dashboard serves the page and pushes every record of metrics.jsonl as the run goes', async () => {
@@ -73,10 +90,12 @@ test('train --dashboard serves the page and pushes every record of metrics.jsonl
   const page = await fetchText(url);
   assert.equal(page.status, 200);
   assert.match(page.body, /<title>gpt-ddp dashboard<\/title>/);
-  for (const asset of ['vendor/vega.js', 'vendor/vega-lite.js', 'web/src/dashboard/web/app.js', 'web/src/report/specs.js']) {
+  const modules = pageModules(WEB_BUILT);
+  assert.ok(modules.includes('src/report/specs.js') && modules.includes('src/math/stats.js'), modules.join());
+  for (const asset of ['vendor/vega.js', 'vendor/vega-lite.js', ...modules.map((m) => `web/${m}`)]) {
     const r = await fetchText(url + asset);
     assert.equal(r.status, 200, asset);
-    assert.ok(r.body.length > 1000, asset);
+    assert.ok(r.body.length > (asset.startsWith('web/') ? 50 : 1000), asset);
   }
   for (const path of ['web/src/util/files.js', 'web/../../package.json', 'nope']) assert.equal((await fetchText(url + path)).status, 404, path);
   assert.equal((await fetchText(url, { method: 'POST' })).status, 405, 'read-only');
@@ -196,4 +215,13 @@ test('the log tail: complete lines only; a log replaced (a resumed run rewrites 
   assert.deepEqual(tail.read(), { records: [], restarted: false });
   writeFileSync(path, '{"type":"step","step":0}\n');
   assert.deepEqual(tail.read(), { records: [{ type: 'step', step: 0 }], restarted: true }, 'the same file, cut shorter');
+});
+
+test('the web build emits the page\'s modules and nothing else', () => {
+  const out = scratchDir('web');
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  const r = spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'src/dashboard/web/tsconfig.emit.json'), '--outDir', out, '--listEmittedFiles'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  const emitted = [...r.stdout.matchAll(/^TSFILE: (.*)$/gm)].map((m) => relative(out, m[1]!)).sort();
+  assert.deepEqual(emitted, pageModules(out));
 });

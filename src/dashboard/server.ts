@@ -152,7 +152,7 @@ class RunFeed {
   }
 }
 
-/** The page's own scripts, compiled from src/dashboard/web (which also emits, unused, the modules it takes types from). */
+/** The page's own scripts: what src/dashboard/web/tsconfig.emit.json compiles, app.js and the modules it imports. */
 const WEB_FILES = new Set(['/web/src/dashboard/web/app.js', '/web/src/dashboard/html.js', '/web/src/report/specs.js', '/web/src/math/stats.js']);
 const webFile = (path: string) => (WEB_FILES.has(path) ? join(WEB_DIR, path.slice('/web/'.length)) : null);
 
