@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { WebSocket } from 'ws';
 import { newNonce, proof, proofMatches } from '../comm/auth.js';
 import {
-  controlFrame, decodeFrame, denseFrame, denseValues, FRAME, framePool, maxPayload, PIECE_FLOATS, ProtocolError, rowsFrame, rowsPerFrame, splitRows,
+  controlFrame, decodeFrame, denseFrame, FRAME, framePool, maxPayload, PIECE_FLOATS, ProtocolError, rowsFrame, rowsPerFrame, splitRows,
   type FramePool, type TensorHeader,
 } from '../comm/frames.js';
 import { checkSamples, parseCoordinatorMessage } from '../comm/messages.js';
@@ -15,6 +15,7 @@ import type { KernelChoice } from '../model/provider.js';
 import { buildLayout, type ParamLayout } from '../model/layout.js';
 import { errorMessage, UsageError } from '../util/errors.js';
 import { NodeFaults } from './node-faults.js';
+import { StateLoad } from './state-load.js';
 import { StepInbox } from './step-inbox.js';
 
 export interface NodeArgs {
@@ -71,9 +72,12 @@ class NodeSession {
   private frames: FramePool | null = null;
   private nonce = newNonce();
   private challenge: Uint8Array | null = null;
-  private version = -1;
-  private stateGot = new Set<string>();
-  /** What has arrived of the step's reduced gradient (from the weights' arrival on). */
+  /** The weights and moments on their way, from the state message to its state-end. */
+  private loading: StateLoad | null = null;
+  /**
+   * What has arrived of the step's reduced gradient, from the weights' arrival on; its step is the
+   * version of this node's weights (kept nowhere else).
+   */
   private inbox: StepInbox | null = null;
   /** Set as soon as the coordinator's goodbye arrives, even while earlier messages are still handled. */
   private shutdownReason: string | null = null;
@@ -170,10 +174,11 @@ class NodeSession {
         return this.exit(2, `the coordinator refused this node: ${m.reason}`);
       case 'welcome':
         return this.onWelcome(m);
-      case 'state':
-        this.version = m.version;
-        this.stateGot.clear();
+      case 'state': {
+        const { weights, moments } = this.pool!;
+        this.loading = new StateLoad(m.version, [weights, moments.m, moments.v], this.welcome!.pieceFloats);
         return;
+      }
       case 'state-end':
         return this.onStateEnd(m.version);
       case 'train':
@@ -181,7 +186,7 @@ class NodeSession {
       case 'commit':
         return this.onCommit(m.step, m.gradScale, m.adam);
       case 'loss': {
-        const pool = this.ready();
+        const { pool } = this.ready();
         checkSamples(m.slots, this.welcome!.model);
         await this.computing;
         const results = await pool.losses(m.version, m.slots, m.chunk);
@@ -190,13 +195,13 @@ class NodeSession {
       }
       case 'generate': {
         await this.computing;
-        const tokens = await this.ready().generate(m.version, m.prompt, m.maxNewTokens);
+        const tokens = await this.ready().pool.generate(m.version, m.prompt, m.maxNewTokens);
         this.send({ kind: 'generated', task: m.task, tokens });
         return;
       }
       case 'checksum': {
         await this.computing;
-        const hash = await this.ready().hash();
+        const hash = await this.ready().pool.hash();
         if (hash !== m.hash) this.log(`weights after step ${m.version} differ from the coordinator's: this node will be dropped`);
         this.send({ kind: 'checksum-reply', version: m.version, hash });
         return;
@@ -222,16 +227,17 @@ class NodeSession {
     this.log(`joined ${this.args.connect} as node ${m.member}: ${layout.totalSize.toLocaleString('en-US')}-parameter model, ${this.args.threads} thread${this.args.threads === 1 ? '' : 's'}, ${m.wire} gradients; loading the weights`);
   }
 
-  private ready(): ThreadPool {
-    if (!this.pool || this.version < 0) throw new ProtocolError('a task before the weights arrived');
-    return this.pool;
+  /** The threads and the step's inbox, once the weights have arrived. */
+  private ready(): { pool: ThreadPool; inbox: StepInbox } {
+    if (!this.pool || !this.inbox) throw new ProtocolError('a task before the weights arrived');
+    return { pool: this.pool, inbox: this.inbox };
   }
 
   private async onStateEnd(version: number): Promise<void> {
     const pool = this.pool;
-    if (!pool || version !== this.version) throw new ProtocolError('state-end without its state');
-    const pieces = Math.ceil(pool.weights.length / this.welcome!.pieceFloats);
-    if (this.stateGot.size !== 3 * pieces) throw new ProtocolError(`state-end after ${this.stateGot.size} of ${3 * pieces} state frames`);
+    if (!pool || this.loading?.version !== version) throw new ProtocolError('state-end without its state');
+    this.loading.end();
+    this.loading = null;
     const { backend, kernels } = await this.poolReady!;
     this.inbox = this.newInbox(version);
     pool.publish(version);
@@ -245,15 +251,10 @@ class NodeSession {
   }
 
   private onTensor(h: TensorHeader, payload: Buffer): void {
-    const pool = this.pool;
-    if (!pool) throw new ProtocolError('a tensor frame before the handshake');
-    const { pieceFloats } = this.welcome!;
+    if (!this.pool) throw new ProtocolError('a tensor frame before the handshake');
     if (h.type === FRAME.state) {
-      const target = [pool.weights, pool.moments.m, pool.moments.v][h.b];
-      const start = h.d * pieceFloats;
-      if (!target || h.a !== this.version || start >= target.length || this.stateGot.has(`${h.b}:${h.d}`)) throw new ProtocolError('unexpected state frame');
-      target.set(denseValues(h, payload, Math.min(pieceFloats, target.length - start), 'fp32'), start);
-      this.stateGot.add(`${h.b}:${h.d}`);
+      if (!this.loading) throw new ProtocolError('unexpected state frame');
+      this.loading.frame(h, payload);
     } else if (h.type === FRAME.reduced || h.type === FRAME.peer || h.type === FRAME.reducedRows) {
       const inbox = this.inbox;
       if (!inbox) throw new ProtocolError('a gradient frame before the weights');
@@ -266,13 +267,12 @@ class NodeSession {
   }
 
   private onTrain(m: Extract<CoordinatorMessage, { kind: 'train' }>): void {
-    const pool = this.ready();
+    const { pool, inbox } = this.ready();
     checkSamples(m.slots, this.welcome!.model);
-    if (m.step !== this.version) throw new ProtocolError(`a task for step ${m.step} while the weights are of step ${this.version}`);
+    if (m.step !== inbox.step) throw new ProtocolError(`a task for step ${m.step} while the weights are of step ${inbox.step}`);
     const { wire, pieceFloats, model } = this.welcome!;
     const frames = this.frames!;
     const fault = this.faults.forStep(m.step);
-    const inbox = this.inbox!;
     inbox.task(m.slots.map((s) => s.slot), m.slotCount);
     const sink = (p: Partial) => {
       if (!fault.allow(p)) return;
@@ -295,9 +295,9 @@ class NodeSession {
   }
 
   private async onCommit(step: number, gradScale: number, adam: Extract<CoordinatorMessage, { kind: 'commit' }>['adam']): Promise<void> {
-    const pool = this.ready();
-    if (step !== this.version) throw new ProtocolError(`commit of step ${step} while the weights are of step ${this.version}`);
-    const rows = this.inbox!.complete();
+    const { pool, inbox } = this.ready();
+    if (step !== inbox.step) throw new ProtocolError(`commit of step ${step} while the weights are of step ${inbox.step}`);
+    const rows = inbox.complete();
     await this.computing;
     const { tokEmb, config } = this.layout!;
     const D = config.embDim;
@@ -307,7 +307,6 @@ class NodeSession {
     clearRows(tok, rows.rows, D);
     pool.release();
     this.inbox = this.newInbox(step + 1);
-    this.version = step + 1;
-    pool.publish(this.version);
+    pool.publish(step + 1);
   }
 }
