@@ -9,14 +9,13 @@ import {
 import { checkSamples, parseCoordinatorMessage } from '../comm/messages.js';
 import { PROTOCOL_VERSION, type CoordinatorMessage, type NodeMessage, type Partial, type WelcomeMessage } from '../comm/protocol.js';
 import { ThreadPool } from '../comm/threads.js';
-import { clearRows, putRows } from '../math/reduce.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { KernelChoice } from '../model/provider.js';
-import { buildLayout, type ParamLayout } from '../model/layout.js';
+import { buildLayout } from '../model/layout.js';
 import { errorMessage, UsageError } from '../util/errors.js';
+import { Mirror } from './mirror.js';
 import { NodeFaults } from './node-faults.js';
-import { StateLoad } from './state-load.js';
-import { StepInbox } from './step-inbox.js';
+import type { StepInbox } from './step-inbox.js';
 
 export interface NodeArgs {
   connect: string;
@@ -68,17 +67,10 @@ class NodeSession {
   private pool: ThreadPool | null = null;
   private poolReady: Promise<{ backend: string; kernels: string }> | null = null;
   private welcome: WelcomeMessage | null = null;
-  private layout: ParamLayout | null = null;
+  private mirror: Mirror | null = null;
   private frames: FramePool | null = null;
   private nonce = newNonce();
   private challenge: Uint8Array | null = null;
-  /** The weights and moments on their way, from the state message to its state-end. */
-  private loading: StateLoad | null = null;
-  /**
-   * What has arrived of the step's reduced gradient, from the weights' arrival on; its step is the
-   * version of this node's weights (kept nowhere else).
-   */
-  private inbox: StepInbox | null = null;
   /** Set as soon as the coordinator's goodbye arrives, even while earlier messages are still handled. */
   private shutdownReason: string | null = null;
   private computing: Promise<void> = Promise.resolve();
@@ -174,17 +166,14 @@ class NodeSession {
         return this.exit(2, `the coordinator refused this node: ${m.reason}`);
       case 'welcome':
         return this.onWelcome(m);
-      case 'state': {
-        const { weights, moments } = this.pool!;
-        this.loading = new StateLoad(m.version, [weights, moments.m, moments.v], this.welcome!.pieceFloats);
-        return;
-      }
+      case 'state':
+        return this.mirror!.state(m.version);
       case 'state-end':
         return this.onStateEnd(m.version);
       case 'train':
         return this.onTrain(m);
       case 'commit':
-        return this.onCommit(m.step, m.gradScale, m.adam);
+        return this.mirror!.commit(m.step, m.gradScale, m.adam, this.computing);
       case 'loss': {
         const { pool } = this.ready();
         checkSamples(m.slots, this.welcome!.model);
@@ -219,51 +208,28 @@ class NodeSession {
     if (m.pieceFloats > PIECE_FLOATS) throw new ProtocolError(`pieces of ${m.pieceFloats} floats exceed the limit of ${PIECE_FLOATS}`);
     this.welcome = m;
     const layout = buildLayout(m.model);
-    this.layout = layout;
     this.frames = framePool(m.pieceFloats);
     this.pool = new ThreadPool({ threads: this.args.threads, layout, backend: this.args.backend, kernels: this.args.kernels, withModel: true, pieceFloats: m.pieceFloats });
+    this.mirror = new Mirror(this.pool, layout, m);
     this.poolReady = this.pool.start();
     this.poolReady.catch(() => {});
     this.log(`joined ${this.args.connect} as node ${m.member}: ${layout.totalSize.toLocaleString('en-US')}-parameter model, ${this.args.threads} thread${this.args.threads === 1 ? '' : 's'}, ${m.wire} gradients; loading the weights`);
   }
 
-  /** The threads and the step's inbox, once the weights have arrived. */
+  /** The threads and the step's inbox, once the weights have arrived (no task passes onMessage before the welcome). */
   private ready(): { pool: ThreadPool; inbox: StepInbox } {
-    if (!this.pool || !this.inbox) throw new ProtocolError('a task before the weights arrived');
-    return { pool: this.pool, inbox: this.inbox };
+    return { pool: this.pool!, inbox: this.mirror!.inbox() };
   }
 
   private async onStateEnd(version: number): Promise<void> {
-    const pool = this.pool;
-    if (!pool || this.loading?.version !== version) throw new ProtocolError('state-end without its state');
-    this.loading.end();
-    this.loading = null;
-    const { backend, kernels } = await this.poolReady!;
-    this.inbox = this.newInbox(version);
-    pool.publish(version);
+    const { backend, kernels } = await this.mirror!.stateEnd(version, this.poolReady!);
     this.send({ kind: 'ready', version, backend, kernels });
     this.log(`weights of step ${version} loaded; backend ${backend}, kernels: ${kernels}; training`);
   }
 
-  private newInbox(step: number): StepInbox {
-    const { model, pieceFloats, wire } = this.welcome!;
-    return new StepInbox(step, this.pool!.reduced, { pieces: this.pool!.pieces, model, pieceFloats, wire });
-  }
-
   private onTensor(h: TensorHeader, payload: Buffer): void {
-    if (!this.pool) throw new ProtocolError('a tensor frame before the handshake');
-    if (h.type === FRAME.state) {
-      if (!this.loading) throw new ProtocolError('unexpected state frame');
-      this.loading.frame(h, payload);
-    } else if (h.type === FRAME.reduced || h.type === FRAME.peer || h.type === FRAME.reducedRows) {
-      const inbox = this.inbox;
-      if (!inbox) throw new ProtocolError('a gradient frame before the weights');
-      if (h.type === FRAME.reduced) inbox.sum(h, payload);
-      else if (h.type === FRAME.peer) inbox.peer(h, payload);
-      else inbox.rows(h, payload);
-    } else {
-      throw new ProtocolError(`a coordinator may not send frame type ${h.type}`);
-    }
+    if (!this.mirror) throw new ProtocolError('a tensor frame before the handshake');
+    this.mirror.frame(h, payload);
   }
 
   private onTrain(m: Extract<CoordinatorMessage, { kind: 'train' }>): void {
@@ -292,21 +258,5 @@ class NodeSession {
       throw err;
     });
     this.computing.catch((err: unknown) => this.fail(err));
-  }
-
-  private async onCommit(step: number, gradScale: number, adam: Extract<CoordinatorMessage, { kind: 'commit' }>['adam']): Promise<void> {
-    const { pool, inbox } = this.ready();
-    if (step !== inbox.step) throw new ProtocolError(`commit of step ${step} while the weights are of step ${inbox.step}`);
-    const rows = inbox.complete();
-    await this.computing;
-    const { tokEmb, config } = this.layout!;
-    const D = config.embDim;
-    const tok = pool.reduced.subarray(tokEmb.offset, tokEmb.offset + tokEmb.size);
-    putRows(tok, rows, D);
-    await pool.adamw(step + 1, gradScale, adam);
-    clearRows(tok, rows.rows, D);
-    pool.release();
-    this.inbox = this.newInbox(step + 1);
-    pool.publish(step + 1);
   }
 }
