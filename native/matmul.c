@@ -19,6 +19,7 @@ typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int
 static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
 static sgemm_fn blas_sgemm;            /* set once, under blas_lock; read-only afterwards */
 static char blas_description[160];     /* what was loaded, or why nothing was */
+static char blas_core[32];             /* OpenBLAS's kernel family (e.g. Haswell); empty for other libraries */
 
 static void set_default_env(const char *name, const char *value) {
   if (!getenv(name)) setenv(name, value, 0);
@@ -56,6 +57,7 @@ static void describe(void *lib, const char *path) {
   if (config) {
     char name[32] = "", version[32] = "";
     sscanf(config(), "%31s %31s", name, version);
+    if (core) snprintf(blas_core, sizeof blas_core, "%s", core());
     snprintf(blas_description, sizeof blas_description, "%s %s (%s)", name, version, core ? core() : "?");
   } else if (blis_version) {
     snprintf(blas_description, sizeof blas_description, "BLIS %s", blis_version());
@@ -100,16 +102,18 @@ static int load_blas(void) {
   return loaded;
 }
 
-/* loadBlas(): { loaded, description } — loads a system CBLAS once per process. */
+/* loadBlas(): { loaded, description, core } — loads a system CBLAS once per process. */
 static napi_value LoadBlas(napi_env env, napi_callback_info info) {
   (void)info;
   const int loaded = load_blas();
-  napi_value result, flag, text;
+  napi_value result, flag, text, core;
   CHECK(napi_create_object(env, &result));
   CHECK(napi_get_boolean(env, loaded, &flag));
   CHECK(napi_create_string_utf8(env, blas_description, NAPI_AUTO_LENGTH, &text));
+  CHECK(napi_create_string_utf8(env, blas_core, NAPI_AUTO_LENGTH, &core));
   CHECK(napi_set_named_property(env, result, "loaded", flag));
   CHECK(napi_set_named_property(env, result, "description", text));
+  CHECK(napi_set_named_property(env, result, "core", core));
   return result;
 }
 

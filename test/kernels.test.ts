@@ -9,7 +9,7 @@ import { initBackend } from '../src/model/backend.js';
 import { disposeWeights, uploadWeights } from '../src/model/gpt.js';
 import { initParams } from '../src/model/init.js';
 import { buildLayout } from '../src/model/layout.js';
-import { installKernels } from '../src/model/provider.js';
+import { installKernels, preferBlas } from '../src/model/provider.js';
 import { forwardBackward, type LocalBatch } from '../src/model/step.js';
 import { native } from '../src/native/kernels.js';
 import { Rng } from '../src/util/rng.js';
@@ -141,6 +141,26 @@ test('the start line names the provider that runs', { skip: fast.length === 0 &&
     assert.equal(r.status, 0, r.stderr);
     const expected = provider === 'blas' ? /kernels: \S+ [\d.]+ \(\w+\) sgemm \+ native optimizer/ : /kernels: gpt-ddp GEMM \((avx512|avx2|generic)\) \+ native optimizer/;
     assert.match(r.stdout, expected);
+  }
+});
+
+test('auto takes a CBLAS unless it is an OpenBLAS held to narrower vectors than our GEMM', () => {
+  assert.equal(preferBlas('Haswell', 'avx512'), false, 'OPENBLAS_CORETYPE=Haswell on an AVX-512 machine');
+  assert.equal(preferBlas('SkylakeX', 'avx512'), true);
+  assert.equal(preferBlas('COOPERLAKE', 'avx512'), true, 'core names in any case');
+  assert.equal(preferBlas('Haswell', 'avx2'), true, 'as wide as our GEMM');
+  assert.equal(preferBlas('', 'avx512'), true, 'BLIS or MKL: not OpenBLAS, trusted');
+});
+
+test('auto on this machine: the start line follows OPENBLAS_CORETYPE', { skip: !native?.loadBlas().loaded && 'no CBLAS here' }, () => {
+  const isa = native!.gemmIsa();
+  for (const core of ['Haswell', 'SkylakeX']) {
+    if (core === 'SkylakeX' && isa !== 'avx512') continue;
+    const r = spawnSync(process.execPath, [CLI, ...tinyRun, '--out', join(scratchDir('kernels'), 'run')], { env: { ...process.env, OPENBLAS_CORETYPE: core }, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const blas = /kernels: OpenBLAS [\d.]+ \((\w+)\) sgemm \+ native optimizer/.exec(r.stdout);
+    if (preferBlas(core, isa)) assert.equal(blas?.[1]?.toLowerCase(), core.toLowerCase(), r.stdout);
+    else assert.match(r.stdout, /kernels: gpt-ddp GEMM \(avx512\) \+ native optimizer/);
   }
 });
 

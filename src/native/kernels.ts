@@ -26,8 +26,11 @@ export interface NativeKernels {
     buffer: ArrayBuffer, aOffset: number, bOffset: number, cOffset: number, batch: number, m: number, n: number, k: number,
     transposeA: boolean, transposeB: boolean, aStride: number, bStride: number, useBlas: boolean,
   ): void;
-  /** Loads a system CBLAS once per process (GPT_DDP_BLAS names one): what was loaded, or why nothing was. */
-  loadBlas(): { loaded: boolean; description: string };
+  /**
+   * Loads a system CBLAS once per process (GPT_DDP_BLAS names one): what was loaded, or why nothing
+   * was, and for OpenBLAS the kernel family it runs (e.g. Haswell; empty for other libraries).
+   */
+  loadBlas(): { loaded: boolean; description: string; core: string };
   /** The instruction set our own GEMM runs with: avx512, avx2 or generic. */
   gemmIsa(): string;
 }
