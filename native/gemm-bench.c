@@ -1,8 +1,9 @@
 /*
  * Checks and times gemm.c (cc -O3 -ffp-contract=off native/gemm.c native/gemm-bench.c -lm).
  *   gemm-bench sweep          thousands of shapes on every ISA this CPU runs, against a double
- *                             reference; one JSON line per ISA; exit 1 on a failure or if the
- *                             avx512 and avx2 output bits differ.
+ *                             reference, and a product's first and last rows alone against its
+ *                             whole; one JSON line per ISA; exit 1 on a failure or if the avx512
+ *                             and avx2 output bits differ.
  *   gemm-bench speed [isa..]  GFLOP/s (median of repetitions) for the model's shapes.
  */
 #define _POSIX_C_SOURCE 200112L /* clock_gettime under -std=c11 too */
@@ -118,6 +119,15 @@ static int sweep(void) {
           hash[isa] = (hash[isa] ^ bits(v)) * 0x100000001b3ull;
           bad += !(fabs((double)v - ref[i * N + j]) <= 1e-5 * scale[i * N + j] + 1e-30);
         }
+      /* A row's bits must not depend on how many rows are multiplied: few rows take another path. */
+      if (M > GEMM_FEW_ROWS && !s.tb && K > 0) {
+        float *row = xmalloc(N * sizeof *row);
+        for (size_t i = 0; i < M; i += M - 1) {
+          gemm_f32(s.ta, 0, 1, N, K, s.ta ? A + i : A + i * s.lda, s.lda, B, s.ldb, row, N);
+          bad += memcmp(row, C + i * s.ldc, N * sizeof *row) != 0;
+        }
+        free(row);
+      }
       if (strcmp(gemm_isa(), ISAS[isa]) != 0) bad++;
       if (bad && failures[isa] < 10)
         fprintf(stderr, "%s: case %zu (transA=%d transB=%d M=%zu N=%zu K=%zu lda=%zu ldb=%zu ldc=%zu): %zu bad elements\n", ISAS[isa], c,

@@ -22,6 +22,11 @@
 #define GEMM_NC 768
 #endif
 
+/* Up to this many rows of op(A), with B not transposed, skip packing (see few_rows_body in gemm.c). */
+#ifndef GEMM_FEW_ROWS
+#define GEMM_FEW_ROWS 4
+#endif
+
 /* C[M x N] = op(A) * op(B), row-major; op(X) = X^T when transX != 0. lda/ldb/ldc are row strides in floats.
    A is M x K (or K x M when transA), B is K x N (or N x K when transB). C is overwritten (beta = 0). K == 0 writes zeros. */
 void gemm_f32(int transA, int transB, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B, size_t ldb, float *C, size_t ldc);
