@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { checkpointSetName, flatFromTensors, loadCheckpoint, loadWeightsFile, modelTensors, MODEL_FILE, readTrainerState, TRAINER_FILE } from '../src/checkpoint/checkpoint.js';
+import {
+  checkpointSetName, flatFromTensors, loadCheckpoint, loadWeightsFile, modelTensors, MODEL_FILE, readTrainerState, saveCheckpoint, TRAINER_FILE,
+} from '../src/checkpoint/checkpoint.js';
 import { decodeSafetensors, encodeSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { loadConfig } from '../src/cli/common.js';
 import { runTrain, type TrainArgs } from '../src/cli/train.js';
@@ -169,6 +171,52 @@ test('a torn last line of metrics.jsonl is dropped on resume with a notice; dama
   const damaged = cli(['train', '--resume', dir, '--max-steps', '5', '--workers', '2']);
   assert.equal(damaged.status, 2);
   assert.match(damaged.stderr, /line 2 is not a metrics record/);
+});
+
+test('step 0 of a run from its seed is trainer.json alone: resume makes its weights again; from --init-from, the files are written', async () => {
+  const layout = tinyLayout();
+  const config = loadConfig('tiny');
+  const state = {
+    runId: 'ab'.repeat(16), step: 0, epoch: 0, batchInEpoch: 0, tokensSeen: 0, elapsedSec: 0.5, seed: config.training.seed, config, backend: 'wasm',
+    dataCharacters: 20479, dataFingerprint: 'cd'.repeat(32), slots: 2, initFrom: null,
+  };
+  const seeded = join(tmp(), 'seeded');
+  mkdirSync(seeded);
+  const weights = initParams(layout, config.training.seed);
+  const moments = { m: new Float32Array(layout.totalSize), v: new Float32Array(layout.totalSize) };
+  saveCheckpoint(seeded, layout, weights, moments, state);
+  assert.deepEqual(readdirSync(seeded), [TRAINER_FILE], 'no weight files, no model.safetensors link');
+  const back = loadCheckpoint(seeded, readTrainerState(seeded), layout);
+  assert.equal(back.state.checkpoint, null);
+  assert.deepEqual([back.weights, back.moments], [weights, moments], 'the seed\'s weights, zero moments');
+
+  const given = join(tmp(), 'given');
+  mkdirSync(given);
+  saveCheckpoint(given, layout, weights, moments, { ...state, initFrom: '/somewhere/weights.safetensors' });
+  assert.equal(readTrainerState(given).checkpoint, checkpointSetName(0));
+  assert.ok(existsSync(join(given, checkpointSetName(0), MODEL_FILE)), 'weights that the seed cannot make again are written');
+
+  // null is the seed's step 0 only.
+  const raw = JSON.parse(readFileSync(join(seeded, TRAINER_FILE), 'utf8')) as Record<string, unknown>;
+  const edits: Array<[Record<string, unknown>, RegExp]> = [
+    [{ step: 1, tokensSeen: 2 * 32 * config.training.batchSize / 2 }, /"checkpoint" must be "checkpoints\/step-00000001" for step 1, got null/],
+    [{ initFrom: '/somewhere/weights.safetensors' }, /"checkpoint" must be "checkpoints\/step-00000000" for step 0 of a run started from --init-from, got null/],
+  ];
+  for (const [edit, message] of edits) {
+    writeFileSync(join(seeded, TRAINER_FILE), JSON.stringify({ ...raw, ...edit }));
+    assert.throws(() => readTrainerState(seeded), message);
+  }
+
+  // A run's own step-0 state (what a kill before its first step leaves) resumes to the same weights as an undisturbed run.
+  const straight = await tinyRun({ out: join(tmp(), 'straight0'), maxSteps: 3, workers: 1 });
+  const early = join(tmp(), 'early0');
+  cpSync(straight.outDir, early, { recursive: true, verbatimSymlinks: true });
+  for (const f of ['checkpoints', MODEL_FILE, 'summary.json']) rmSync(join(early, f), { recursive: true, force: true });
+  writeFileSync(join(early, 'metrics.jsonl'), '');
+  const done = JSON.parse(readFileSync(join(early, TRAINER_FILE), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(early, TRAINER_FILE), JSON.stringify({ ...done, step: 0, epoch: 0, batchInEpoch: 0, tokensSeen: 0, elapsedSec: 0, checkpoint: null }));
+  const resumed = await runTrain({ resume: early, data: VERDICT, backend: 'wasm', workers: 1, maxSteps: 3 }, quiet);
+  assert.deepEqual([...resumed.weights], [...straight.weights]);
 });
 
 test('a run killed before its first checkpoint cannot be resumed; --force starts it over', () => {

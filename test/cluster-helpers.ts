@@ -111,7 +111,9 @@ export const evalsIn = (dir: string) => records(dir).filter((r): r is EvalRecord
 
 /** The tensors of a run's committed checkpoint file. */
 function checkpointTensors(dir: string, file: string): Map<string, NamedTensor> {
-  return readSafetensors(join(dir, readTrainerState(dir).checkpoint, file)).tensors;
+  const set = readTrainerState(dir).checkpoint;
+  assert.ok(set, `${dir} has no checkpoint files (still at step 0)`);
+  return readSafetensors(join(dir, set, file)).tensors;
 }
 
 const bytesOf = (t: NamedTensor) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);

@@ -72,7 +72,7 @@ test(`SIGKILL at ${TRIALS} random instants: every run resumes to the same weight
   for (let trial = 0; trial < TRIALS; trial++) {
     const out = join(scratchDir('faults'), 'run');
     // Half the kills at any instant of training, half just after a checkpoint write began.
-    const kill: Kill = trial % 2 === 0 ? { afterMs: rng.uniform() * trainMs } : { write: 1 + rng.below(11), afterMs: rng.uniform() * 30 };
+    const kill: Kill = trial % 2 === 0 ? { afterMs: rng.uniform() * trainMs } : { write: 1 + rng.below(10), afterMs: rng.uniform() * 30 };
     const { killed, code: killedCode } = await runKilling(out, kill);
     if (!killed) assert.equal(killedCode, 0, `trial ${trial} finished, but not cleanly`);
     if (killed && writing(out)) duringWrites++;
