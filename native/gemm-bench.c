@@ -1,5 +1,5 @@
 /*
- * Checks and times gemm.c (cc -O3 -ffp-contract=off native/gemm.c native/gemm-bench.c -lm).
+ * Checks and times gemm.c (cc -O3 -ffp-contract=off native/gemm.c native/gemm-rows.c native/gemm-bench.c -lm).
  *   gemm-bench sweep          thousands of shapes on every ISA this CPU runs, against a double
  *                             reference, and a product's first and last rows alone against its
  *                             whole; one JSON line per ISA; exit 1 on a failure or if the avx512
@@ -119,18 +119,21 @@ static int sweep(void) {
           hash[isa] = (hash[isa] ^ bits(v)) * 0x100000001b3ull;
           bad += !(fabs((double)v - ref[i * N + j]) <= 1e-5 * scale[i * N + j] + 1e-30);
         }
-      /* A row's bits must not depend on how many rows are multiplied: few rows take another path. */
+      /* A row's bits must not depend on how many rows are multiplied: few rows take another path.
+         The first and last rows alone, and the first GEMM_FEW_ROWS together, against the whole. */
       if (M > GEMM_FEW_ROWS && !s.tb && K > 0) {
-        float *row = xmalloc(N * sizeof *row);
-        for (size_t i = 0; i < M; i += M - 1) {
-          gemm_f32(s.ta, 0, 1, N, K, s.ta ? A + i : A + i * s.lda, s.lda, B, s.ldb, row, N);
-          bad += memcmp(row, C + i * s.ldc, N * sizeof *row) != 0;
+        float *rows = xmalloc(GEMM_FEW_ROWS * N * sizeof *rows);
+        const size_t first[3] = {0, M - 1, 0}, count[3] = {1, 1, GEMM_FEW_ROWS};
+        for (int part = 0; part < 3; part++) {
+          const size_t i = first[part];
+          gemm_f32(s.ta, 0, count[part], N, K, s.ta ? A + i : A + i * s.lda, s.lda, B, s.ldb, rows, N);
+          for (size_t r = 0; r < count[part]; r++) bad += memcmp(rows + r * N, C + (i + r) * s.ldc, N * sizeof *rows) != 0;
         }
-        free(row);
+        free(rows);
       }
       if (strcmp(gemm_isa(), ISAS[isa]) != 0) bad++;
       if (bad && failures[isa] < 10)
-        fprintf(stderr, "%s: case %zu (transA=%d transB=%d M=%zu N=%zu K=%zu lda=%zu ldb=%zu ldc=%zu): %zu bad elements\n", ISAS[isa], c,
+        fprintf(stderr, "%s: case %zu (transA=%d transB=%d M=%zu N=%zu K=%zu lda=%zu ldb=%zu ldc=%zu): %zu bad elements or rows\n", ISAS[isa], c,
                 s.ta, s.tb, M, N, K, s.lda, s.ldb, s.ldc, bad);
       failures[isa] += bad != 0;
     }

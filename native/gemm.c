@@ -6,6 +6,7 @@
  * Build with -ffp-contract=off: the only fused operations are the explicit FMAs.
  */
 #include "gemm.h"
+#include "gemm-rows.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -91,15 +92,12 @@ typedef void (*pack_fn)(int trans, const float *X, size_t ldx, size_t r0, size_t
    load = 0 starts the chain from +0, load = 1 continues it from the values in C. */
 typedef void (*kernel_fn)(size_t kc, const float *A, const float *B, float *C, size_t ldc, int load);
 
-/* c[0..n) = fma(a, b[j], c[j]) for every j: one step of each element's chain. */
-typedef void (*axpy_fn)(size_t n, float a, const float *b, float *c);
-
 typedef struct {
   const char *name;
   size_t mr, nr;
   kernel_fn kernel;
   pack_fn pack_A, pack_B;
-  axpy_fn axpy;
+  rows_fn few_rows; /* see gemm-rows.c */
 } isa_t;
 
 /* Portable kernel: fmaf rounds exactly like the vector FMAs, so this path matches them bit for bit. */
@@ -174,41 +172,6 @@ TARGET_AVX2 static void kernel_avx2(size_t kc, const float *restrict A, const fl
 }
 #endif
 
-static void axpy_generic(size_t n, float a, const float *b, float *c) {
-  for (size_t j = 0; j < n; j++) c[j] = fmaf(a, b[j], c[j]);
-}
-
-#ifdef GEMM_X86
-TARGET_AVX512 static void axpy_avx512(size_t n, float a, const float *b, float *c) {
-  const __m512 av = _mm512_set1_ps(a);
-  size_t j = 0;
-  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(c + j, _mm512_fmadd_ps(av, _mm512_loadu_ps(b + j), _mm512_loadu_ps(c + j)));
-  if (j < n) {
-    const __mmask16 tail = (__mmask16)((1u << (n - j)) - 1);
-    _mm512_mask_storeu_ps(c + j, tail, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(tail, b + j), _mm512_maskz_loadu_ps(tail, c + j)));
-  }
-}
-
-TARGET_AVX2 static void axpy_avx2(size_t n, float a, const float *b, float *c) {
-  const __m256 av = _mm256_set1_ps(a);
-  size_t j = 0;
-  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(c + j, _mm256_fmadd_ps(av, _mm256_loadu_ps(b + j), _mm256_loadu_ps(c + j)));
-  for (; j < n; j++) c[j] = fmaf(a, b[j], c[j]);
-}
-#endif
-
-/*
- * A few rows of op(A) times a row-major B (generation's one-token steps, column sums): B is read
- * once, a row of k at a time, into the C rows, which stay in cache. The packed path would copy all
- * of B and compute a whole MR-row tile for each real row. Each element gets the same chain (+0,
- * then one FMA per k in increasing order), so the bits equal the packed path's.
- */
-static void few_rows(axpy_fn axpy, int transA, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B, size_t ldb, float *C, size_t ldc) {
-  for (size_t i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof *C);
-  for (size_t k = 0; k < K; k++)
-    for (size_t i = 0; i < M; i++) axpy(N, transA ? A[k * lda + i] : A[i * lda + k], B + k * ldb, C + i * ldc);
-}
-
 PACKERS(generic, , 4, 16)
 #ifdef GEMM_X86
 PACKERS(avx512, TARGET_AVX512, 14, 32)
@@ -219,13 +182,13 @@ enum { ISA_AVX512, ISA_AVX2, ISA_GENERIC, ISA_COUNT };
 
 static const isa_t ISAS[ISA_COUNT] = {
 #ifdef GEMM_X86
-  {"avx512", 14, 32, kernel_avx512, pack_A_avx512, pack_B_avx512, axpy_avx512},
-  {"avx2", 6, 16, kernel_avx2, pack_A_avx2, pack_B_avx2, axpy_avx2},
+  {"avx512", 14, 32, kernel_avx512, pack_A_avx512, pack_B_avx512, gemm_rows_avx512},
+  {"avx2", 6, 16, kernel_avx2, pack_A_avx2, pack_B_avx2, gemm_rows_avx2},
 #else
   {"avx512", 0, 0, NULL, NULL, NULL, NULL},
   {"avx2", 0, 0, NULL, NULL, NULL, NULL},
 #endif
-  {"generic", 4, 16, kernel_generic, pack_A_generic, pack_B_generic, axpy_generic},
+  {"generic", 4, 16, kernel_generic, pack_A_generic, pack_B_generic, gemm_rows_generic},
 };
 
 static int isa_supported(int isa) {
@@ -281,7 +244,7 @@ void gemm_f32(int transA, int transB, size_t M, size_t N, size_t K, const float 
     return;
   }
   if (M <= GEMM_FEW_ROWS && !transB) {
-    few_rows(current_isa()->axpy, transA, M, N, K, A, lda, B, ldb, C, ldc);
+    current_isa()->few_rows(transA, M, N, K, A, lda, B, ldb, C, ldc);
     return;
   }
   const isa_t *isa = current_isa();

@@ -22,7 +22,7 @@
 #define GEMM_NC 768
 #endif
 
-/* Up to this many rows of op(A), with B not transposed, skip packing (see few_rows_body in gemm.c). */
+/* Up to this many rows of op(A), with B not transposed, skip packing (see few_rows in gemm-rows.c). */
 #ifndef GEMM_FEW_ROWS
 #define GEMM_FEW_ROWS 4
 #endif

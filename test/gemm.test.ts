@@ -29,7 +29,7 @@ test('native gemm: every ISA matches a double reference, and avx512 and avx2 agr
   const dir = mkdtempSync(join(tmpdir(), 'gpt-ddp-gemm-'));
   try {
     const exe = join(dir, 'gemm-bench');
-    const sources = ['native/gemm.c', 'native/gemm-bench.c'].map((f) => join(ROOT, f));
+    const sources = ['native/gemm.c', 'native/gemm-rows.c', 'native/gemm-bench.c'].map((f) => join(ROOT, f));
     const cc = spawnSync('cc', ['-O3', '-ffp-contract=off', ...sources, '-lm', '-o', exe], { encoding: 'utf8', timeout: 60_000 });
     if ((cc.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
       t.skip('no C compiler (cc) on this machine');

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { WorkerError, type MemberEvent, type MemberInfo } from '../src/comm/group.js';
 import type { LocalMember } from '../src/comm/member.js';
 import { Membership } from '../src/comm/membership.js';
-import { runSlots } from '../src/comm/placement.js';
+import { runSlots } from '../src/comm/run-slots.js';
 import type { NodeServer } from '../src/comm/server.js';
 
 /** What placement and membership use of a member, with a scripted outcome per task. */
@@ -53,8 +53,7 @@ async function groupOf(local: FakeMember | null, nodes: FakeMember[], slots: num
   const events: MemberEvent[] = [];
   group.onEvent((e) => events.push(e));
   await group.admit(0);
-  group.slotCount = slots;
-  group.rebalance();
+  group.fixSlots(slots);
   return { group, events };
 }
 

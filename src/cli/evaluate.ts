@@ -1,11 +1,10 @@
 import { Cluster } from '../comm/cluster.js';
 import { meanBatchLosses } from '../coordinator/evaluate.js';
 import { evalTrainBatches, orderedBatches } from '../data/dataset.js';
-import { loadVerdict } from '../data/verdict.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { KernelChoice } from '../model/provider.js';
 import { loadModelArg } from './checkpoint-args.js';
-import { prepareData } from './common.js';
+import { loadRunText } from './common.js';
 
 export interface EvaluateArgs {
   checkpoint: string;
@@ -25,7 +24,7 @@ export interface EvaluateArgs {
 export async function evaluateCheckpoint(args: EvaluateArgs): Promise<Record<string, number | string>> {
   const model = loadModelArg(args.checkpoint, args.config);
   const tc = model.config.training;
-  const data = prepareData((await loadVerdict(args.data)).text, model.config);
+  const { data } = await loadRunText(args.data, model.config);
   const batches = args.batches ?? tc.evalIter;
   const group = new Cluster({ layout: model.layout, backend: args.backend, kernels: args.kernels ?? 'auto', localWorkers: args.workers, maxSlots: args.workers });
   try {

@@ -31,7 +31,7 @@ const runtimeOptions = {
   backend: { choices: BACKENDS, default: 'auto' as BackendChoice, describe: 'tfjs backend: auto takes tensorflow (tfjs-node) if installed, else wasm' },
   kernels: {
     choices: KERNEL_CHOICES, default: 'auto' as KernelChoice,
-    describe: 'matrix products on wasm: blas (a system CBLAS such as OpenBLAS), native (our AVX-512/AVX2 GEMM), wasm (XNNPACK); auto: blas (unless an OpenBLAS held to narrower vectors than our GEMM), else native, else wasm',
+    describe: 'matrix products on wasm: blas (a system CBLAS such as OpenBLAS), native (our AVX-512/AVX2 GEMM), wasm (XNNPACK); auto: blas, else native, else wasm (native over an OpenBLAS held below AVX-512 where our GEMM runs AVX-512)',
   },
 } as const;
 

@@ -8,7 +8,7 @@ import type { ParamLayout } from '../model/layout.js';
 import type { MemberEvent, MemberInfo, StepReport, StepRequest, WorkerGroup } from './group.js';
 import { LocalMember } from './member.js';
 import { Membership } from './membership.js';
-import { divergence, runSlots } from './placement.js';
+import { divergence, runSlots } from './run-slots.js';
 import { Downstream } from './downstream.js';
 import { framePool, PIECE_FLOATS, reducedFrame, reducedRowsFrames, type FramePool } from './frames.js';
 import type { Sample, SlotStats, WireFormat } from './protocol.js';
@@ -124,8 +124,7 @@ export class Cluster implements WorkerGroup {
     await this.membership.awaitNodes(Math.max(this.opts.nodes ?? 0, local ? 0 : 1), state.version);
     await this.membership.admit(state.version);
     const threads = this.membership.live().reduce((n, m) => n + m.info.threads, 0);
-    this.membership.slotCount = this.opts.slots ?? Math.min(threads, this.opts.maxSlots);
-    this.membership.rebalance();
+    this.membership.fixSlots(this.opts.slots ?? Math.min(threads, this.opts.maxSlots));
     this.backendName ||= this.membership.nodes[0]?.info.backend ?? this.opts.backend;
     return this.backendName;
   }

@@ -21,13 +21,13 @@ const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /**
  * Who works in the group: the local threads and the admitted nodes, how a step's slots are placed
- * on them, and the joins and departures as events. Placement never changes a step's result.
+ * on them, and the joins and departures as events. Where every member runs the same kernels,
+ * placement never changes a step's result.
  */
 export class Membership {
   private nodeList: RemoteNode[] = [];
   private assignment = new Map<number, number[]>();
-  /** Slots per step: fixed once the group has started. */
-  slotCount = 0;
+  private slots = 0;
   /** The step under way, or the next one: what events are recorded against. */
   step = 0;
   private taskCounter = 0;
@@ -60,6 +60,18 @@ export class Membership {
     return ++this.taskCounter;
   }
 
+  /** Slots per step: fixed when the group starts (0 before). */
+  get slotCount(): number {
+    return this.slots;
+  }
+
+  /** Fixes the slots per step, once, and places them. */
+  fixSlots(count: number): void {
+    if (this.slots !== 0) throw new Error(`the group has ${this.slots} slots already`);
+    this.slots = count;
+    this.rebalance();
+  }
+
   /** Which slots each live member computes when none fails (member id → slots). */
   get placement(): ReadonlyMap<number, number[]> {
     return this.assignment;
@@ -70,7 +82,7 @@ export class Membership {
     const nodes = this.nodeList;
     if (nodes.length > 0) parts.push(`${plural(nodes.length, 'node')} (${plural(nodes.reduce((n, m) => n + m.info.threads, 0), 'thread')})`);
     if (this.local) parts.push(plural(this.local.info.threads, nodes.length ? 'local thread' : 'worker thread'));
-    return `${parts.join(' + ')}, ${plural(this.slotCount, 'slot')} per step`;
+    return `${parts.join(' + ')}, ${plural(this.slots, 'slot')} per step`;
   }
 
   onEvent(listener: (e: MemberEvent) => void): void {
@@ -99,17 +111,19 @@ export class Membership {
         node.close(`could not send it the weights: ${(err as Error).message}`);
         continue;
       }
+      // It may have gone while it loaded them, before its close handler below existed.
+      if (node.closed) continue;
       this.nodeList.push(node);
       node.onClose((reason) => this.lose(node, reason));
       this.emit({ event: 'join', step: version, member: node.info.id, host: node.info.host, threads: node.info.threads, backend: node.info.backend, kernels: node.info.kernels });
     }
-    if (joined.length > 0 && this.slotCount > 0) this.rebalance();
+    if (joined.length > 0 && this.slots > 0) this.rebalance();
   }
 
   /** Places the slots on the live members in proportion to their threads. */
   rebalance(): void {
     const caps: Capacity[] = this.live().map((m) => ({ id: m.info.id, threads: m.info.threads }));
-    this.assignment = caps.length > 0 ? assignSlots(this.slotCount, caps) : new Map();
+    this.assignment = caps.length > 0 ? assignSlots(this.slots, caps) : new Map();
   }
 
   /** Removes a node (idempotent); its slots are re-placed by whoever is waiting for them. */

@@ -52,9 +52,8 @@ export class Liveness {
  * reason that fails every request still waiting and goes to the close handlers.
  */
 export class NodeLink {
-  closed = false;
-  /** True when the node said it was leaving (Ctrl-C) rather than failing. */
-  leftCleanly = false;
+  private isClosed = false;
+  private left = false;
   private sent = 0;
   private received = 0;
   private readonly replies = new Map<string, ReplyExpect>();
@@ -79,6 +78,20 @@ export class NodeLink {
       if (silent > heartbeatTimeoutMs) this.close(`no heartbeat for ${(silent / 1000).toFixed(1)} s`);
       else this.ws.ping();
     }, every);
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** True when the node said it was leaving (Ctrl-C) rather than failing. */
+  get leftCleanly(): boolean {
+    return this.left;
+  }
+
+  /** The node said it is leaving: its close is then a departure, not a failure. */
+  markLeft(): void {
+    this.left = true;
   }
 
   /** Seconds since the node last answered a ping or drained what was sent to it. */
@@ -162,8 +175,8 @@ export class NodeLink {
 
   /** Closes the connection (idempotent), fails the requests still waiting with `reason` and tells the close handlers. */
   close(reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.isClosed) return;
+    this.isClosed = true;
     clearInterval(this.heartbeat);
     const err = new Error(reason);
     for (const r of this.replies.values()) {

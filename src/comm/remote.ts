@@ -205,7 +205,7 @@ export class RemoteNode implements Member {
       case 'failed':
         throw new ProtocolError(`it could not do task ${m.task}: ${m.reason}`);
       case 'leave':
-        this.link.leftCleanly = true;
+        this.link.markLeft();
         this.close(`it left: ${m.reason}`);
         return;
       case 'hello':

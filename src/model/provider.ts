@@ -53,11 +53,12 @@ export function resolveKernels(choice: KernelChoice): Installed {
 const OPENBLAS_AVX512 = new Set(['skylakex', 'cooperlake', 'sapphirerapids']);
 
 /**
- * Whether auto should take the loaded CBLAS over our GEMM: yes, unless it is an OpenBLAS held to
- * narrower vectors than our GEMM runs, as OPENBLAS_CORETYPE=Haswell holds it on an AVX-512 machine
+ * Whether auto should take the loaded CBLAS over our GEMM: yes, unless our GEMM runs AVX-512 and
+ * the CBLAS is an OpenBLAS held to narrower kernels, as OPENBLAS_CORETYPE=Haswell holds it here
  * (its step then takes 1.5x ours; with AVX-512 kernels each is within 10% of the other). Decided
  * from the instruction sets, never timed, so every process on a machine makes the same choice.
- * `openblasCore` is empty for libraries other than OpenBLAS: they are trusted.
+ * `openblasCore` is empty for other libraries, and for an OpenBLAS that does not name its core:
+ * they are trusted.
  */
 export function preferBlas(openblasCore: string, gemmIsa: string): boolean {
   return openblasCore === '' || gemmIsa !== 'avx512' || OPENBLAS_AVX512.has(openblasCore.toLowerCase());

@@ -26,6 +26,15 @@ interface RunInfo {
 type Records = { [K in MetricRecord['type']]: Array<Extract<MetricRecord, { type: K }>> };
 const noRecords = (): Records => ({ step: [], eval: [], member: [], sample: [] });
 
+function file(into: Records, r: MetricRecord): void {
+  switch (r.type) {
+    case 'step': into.step.push(r); break;
+    case 'eval': into.eval.push(r); break;
+    case 'member': into.member.push(r); break;
+    case 'sample': into.sample.push(r); break;
+  }
+}
+
 const runs: RunInfo[] = [];
 const records: Records[] = [];
 const views = new Map<string, VegaView>();
@@ -156,8 +165,7 @@ source.addEventListener('runs', (e) => {
 source.addEventListener('records', (e) => {
   const { run, records: fresh } = JSON.parse((e as MessageEvent<string>).data) as { run: number; records: MetricRecord[] };
   const into = records[run];
-  // Each list holds the records of its type: the cast only says so to the compiler.
-  if (into) for (const r of fresh) (into[r.type] as MetricRecord[]).push(r);
+  if (into) for (const r of fresh) file(into, r);
   schedule();
 });
 source.onerror = () => {
