@@ -19,9 +19,10 @@
  *
  * Usage: npm run bench:lan -- [--config gpt2-124m-verdict|tiny] [--steps 5] [--wire fp32|bf16]
  *                             [--data PATH] [--out DIR]
+ * The runs go to --out DIR and stay there; without it, to a temporary directory removed at the end.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -281,8 +282,10 @@ async function bench(opts: Options): Promise<void> {
   } finally {
     live.forEach(stop);
     removeNamespaces();
+    // Each 124M run leaves about 2 GB of checkpoint: temporary runs go, --out keeps them.
+    if (!opts.out) rmSync(dir, { recursive: true, force: true });
   }
-  console.log(`\n## bench:lan — ${opts.config}, wire ${opts.wire ?? 'fp32'}, 2 nodes x 1 thread vs 2 threads; runs in ${dir}`);
+  console.log(`\n## bench:lan — ${opts.config}, wire ${opts.wire ?? 'fp32'}, 2 nodes x 1 thread vs 2 threads; runs ${opts.out ? `in ${dir}` : 'removed (--out DIR keeps them)'}`);
   printLanSteps(results.get('lan')!.steps);
   printSummary([...results].map(([name, r]) => summarize(name, r.steps, r.wire)), opts.steps);
 }
