@@ -1,6 +1,7 @@
 /** bench:lan's figures: per step and per run, from the runs' step records and the link's counters. */
 import type { StepRecord } from '../src/coordinator/metrics.js';
 import { median } from '../src/math/stats.js';
+import type { Floor } from './lan-floor.js';
 import { LINK_BYTES_PER_SEC } from './lan-net.js';
 
 export type RunName = 'lan' | 'loopback' | 'threads';
@@ -51,9 +52,11 @@ export interface Summary {
   /** Per node per step. */
   sentBytes: number;
   receivedBytes: number;
+  /** CPU of all the run's processes per measured step (mean). */
+  cpuSec: number;
 }
 
-export function summarize(name: RunName, steps: StepFigures[], wire: WireTraffic | null): Summary {
+export function summarize(name: RunName, steps: StepFigures[], wire: WireTraffic | null, cpuSec: number): Summary {
   const perNode = steps.flatMap((s) => s.nodes);
   const med = (values: number[]) => (values.length ? median(values) : 0);
   const payload = steps.reduce((n, s) => n + s.nodes.reduce((m, x) => m + x.sent + x.received, 0), 0) / steps.length;
@@ -66,6 +69,7 @@ export function summarize(name: RunName, steps: StepFigures[], wire: WireTraffic
     wireOverhead: wire ? (wire.toCoordinator + wire.fromCoordinator) / payload : null,
     sentBytes: med(perNode.map((n) => n.sent)),
     receivedBytes: med(perNode.map((n) => n.received)),
+    cpuSec,
   };
 }
 
@@ -94,7 +98,7 @@ export function printLanSteps(steps: StepFigures[]): void {
 export function printSummary(rows: Summary[], steps: number): void {
   const threads = rows.find((r) => r.name === 'threads')!;
   const header = ['run', 'median step s', 'median slowest compute s', 'median busiest link s (1 Gbit/s)', 'step / max(compute, link)',
-    'busiest link s, wire', 'step / max(compute, wire)', 'step / threads step', 'median sent MB per node per step', 'median received MB per node per step'];
+    'busiest link s, wire', 'step / max(compute, wire)', 'step / threads step', 'median sent MB per node per step', 'median received MB per node per step', 'CPU core-s per step'];
   console.log(`\n### medians of ${steps} steps after a warm-up step (MB = 1e6 bytes)\n`);
   console.log(row(header));
   console.log(rule(header.length));
@@ -103,7 +107,7 @@ export function printSummary(rows: Summary[], steps: number): void {
     const ratio = (link: number | null) => (lan && link !== null ? (r.stepSec / Math.max(r.computeSec, link)).toFixed(2) : '-');
     console.log(row([
       r.name, sec(r.stepSec), sec(r.computeSec), lan ? sec(r.linkSec) : '-', ratio(r.linkSec), r.wireLinkSec !== null ? sec(r.wireLinkSec) : '-', ratio(r.wireLinkSec),
-      (r.stepSec / threads.stepSec).toFixed(2), mb(r.sentBytes), mb(r.receivedBytes),
+      (r.stepSec / threads.stepSec).toFixed(2), mb(r.sentBytes), mb(r.receivedBytes), sec(r.cpuSec),
     ]));
   }
   const lan = rows.find((r) => r.name === 'lan')!;
@@ -117,3 +121,22 @@ export function printSummary(rows: Summary[], steps: number): void {
   console.log(`loopback step / threads step = ${sec(loopback.stepSec)} / ${sec(threads.stepSec)} = ${(loopback.stepSec / threads.stepSec).toFixed(2)}`);
 }
 
+
+/**
+ * What the transport alone costs on loopback, and the shortest loopback step it allows: the nodes
+ * compute what the threads compute (the threads run's CPU), the bytes move on top (the floor), and
+ * `cores` cores share it all.
+ */
+export function printFloor(rows: Summary[], floors: Floor[], cores: number): void {
+  const threads = rows.find((r) => r.name === 'threads')!;
+  const loopback = rows.find((r) => r.name === 'loopback')!;
+  console.log(`\ncpu: threads ${sec(threads.cpuSec)} core-s per step (${pct(threads.cpuSec / (cores * threads.stepSec))} of ${cores} cores), ` +
+    `loopback ${sec(loopback.cpuSec)} (${pct(loopback.cpuSec / (cores * loopback.stepSec))}): the nodes cost ${sec(loopback.cpuSec - threads.cpuSec)} core-s per step more`);
+  for (const f of floors) {
+    const bound = (threads.cpuSec + f.cpuSec) / cores;
+    console.log(`floor, ${f.pattern}: the same bytes over loopback WebSockets, nothing else running: ${sec(f.cpuSec)} core-s per step (${sec(f.stepSec)} s); ` +
+      `loopback step >= (threads CPU + floor) / ${cores} cores = ${sec(bound)} s = ${(bound / threads.stepSec).toFixed(2)} x threads step`);
+  }
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;

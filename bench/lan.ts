@@ -14,30 +14,27 @@
  *   threads   train --workers 2 (two local threads, no nodes)
  * and prints the lan run's steps and a table of medians. The busiest link's time is given twice:
  * for the bytes the nodes' messages hold, and for the bytes the coordinator's link really carried
- * during the measured steps (tbf's counters: TCP/IP and Ethernet headers included). Needs root,
- * ip and tc (iproute2).
+ * during the measured steps (tbf's counters: TCP/IP and Ethernet headers included). Each run's CPU
+ * per step is read from /proc. Last, the transport floor (lan-floor.ts): the CPU the loopback
+ * run's bytes take on loopback WebSockets alone, and the shortest loopback step that leaves.
+ * Needs root, ip and tc (iproute2).
  *
  * Usage: npm run bench:lan -- [--config gpt2-124m-verdict|tiny] [--steps 5] [--wire fp32|bf16]
  *                             [--data PATH] [--out DIR]
  * The runs go to --out DIR and stay there; without it, to a temporary directory removed at the end.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { MetricRecord, StepRecord } from '../src/coordinator/metrics.js';
+import { median } from '../src/math/stats.js';
 import {
   BenchError, buildLan, commandExists, COORD, coordinatorLinkCounters, NAMESPACES, NODES, removeNamespaces, SHAPING, type Host, type LinkCounters,
 } from './lan-net.js';
-import { figures, printLanSteps, printSummary, summarize, type RunName, type StepFigures, type WireTraffic } from './lan-report.js';
-
-/** The repository root (this file runs as dist/bench/lan.js) and the CLI it starts. */
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const MAIN = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+import { measureFloor, type Floor } from './lan-floor.js';
+import { cpuSeconds, listeningUrl, live, MAIN, start, stop, waitAll } from './lan-procs.js';
+import { figures, printFloor, printLanSteps, printSummary, summarize, type RunName, type StepFigures, type WireTraffic } from './lan-report.js';
 
 // ---------------------------------------------------------------- options
 
@@ -78,96 +75,6 @@ function checkPrerequisites(): void {
   if (!existsSync(MAIN)) throw new UsageError(`${MAIN} does not exist: run npm run build first`);
 }
 
-// ---------------------------------------------------------------- processes
-
-interface Exit {
-  code: number | null;
-  signal: string | null;
-  error?: string;
-}
-
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  stdout: string[];
-  stderr: string[];
-  exit: Promise<Exit>;
-  /** Set when this benchmark killed it (so its exit is not the cause of a failure). */
-  killed: boolean;
-  onLine: (line: string) => void;
-}
-
-const TAIL_LINES = 20;
-/** Every child still running, so a signal or an error can stop them. */
-const live = new Set<Proc>();
-
-function collect(stream: Readable, tail: string[], onLine: (line: string) => void): void {
-  createInterface({ input: stream }).on('line', (line) => {
-    tail.push(line);
-    if (tail.length > TAIL_LINES) tail.shift();
-    onLine(line);
-  });
-}
-
-/** Starts the CLI with `args`, in namespace `ns` when given; echoes its output to stderr. */
-function start(name: string, ns: string | null, args: string[]): Proc {
-  const [cmd, argv]: [string, string[]] = ns ? ['ip', ['netns', 'exec', ns, process.execPath, MAIN, ...args]] : [process.execPath, [MAIN, ...args]];
-  const child = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const proc: Proc = { name, child, stdout: [], stderr: [], exit: Promise.resolve({ code: null, signal: null }), killed: false, onLine: () => {} };
-  proc.exit = new Promise((done) => {
-    child.on('error', (err) => done({ code: null, signal: null, error: err.message }));
-    child.on('close', (code, signal) => done({ code, signal }));
-  });
-  void proc.exit.then(() => live.delete(proc));
-  live.add(proc);
-  const echo = (line: string) => {
-    process.stderr.write(`  [${name}] ${line}\n`);
-    proc.onLine(line);
-  };
-  collect(child.stdout!, proc.stdout, echo);
-  collect(child.stderr!, proc.stderr, echo);
-  return proc;
-}
-
-function stop(proc: Proc): void {
-  if (!live.has(proc)) return;
-  proc.killed = true;
-  proc.child.kill('SIGKILL');
-}
-
-const succeeded = (e: Exit) => e.code === 0;
-const describeExit = (e: Exit) => e.error ?? (e.signal ? `signal ${e.signal}` : `exit code ${e.code}`);
-
-function failure(proc: Proc, e: Exit): string {
-  const tail = (label: string, lines: string[]) => (lines.length ? `\n  ${label} tail:\n${lines.map((l) => `    ${l}`).join('\n')}` : '');
-  return `${proc.name} failed (${describeExit(e)})${tail('stderr', proc.stderr)}${tail('stdout', proc.stdout)}`;
-}
-
-/** Waits for every process; the first to fail stops the others, and the failures are thrown. */
-async function waitAll(procs: Proc[]): Promise<void> {
-  const failures: string[] = [];
-  await Promise.all(procs.map(async (p) => {
-    const e = await p.exit;
-    if (succeeded(e) || p.killed) return;
-    failures.push(failure(p, e));
-    procs.forEach(stop);
-  }));
-  if (failures.length) throw new BenchError(failures.join('\n'));
-}
-
-const LISTENING = /listening on (wss?:\/\/[0-9.]+:\d+)/;
-
-/** The URL the coordinator prints once nodes can join; throws if it exits first. */
-function listeningUrl(coordinator: Proc): Promise<string> {
-  return new Promise((resolveUrl, reject) => {
-    coordinator.onLine = (line) => {
-      const m = LISTENING.exec(line);
-      if (m) resolveUrl(m[1]!);
-    };
-    void coordinator.exit.then((e) => reject(new BenchError(failure(coordinator, e))));
-  });
-}
-
 // ---------------------------------------------------------------- the three runs
 
 function trainArgs(opts: Options, runDir: string): string[] {
@@ -178,26 +85,25 @@ function trainArgs(opts: Options, runDir: string): string[] {
 }
 
 /**
- * Reads the link's counters when the warm-up step's record reaches metrics.jsonl and when the last
- * measured one does (checked every 5 ms: a 124M step moves about 2 GB in 10 s).
+ * Takes `snapshot()` when the warm-up step's record reaches metrics.jsonl and when the last
+ * measured one does (checked every 5 ms: a 124M step takes seconds); returns both, or null if the
+ * run ended first.
  */
-function watchLink(runDir: string, steps: number): () => WireTraffic | null {
+function atMeasuredSteps<T>(runDir: string, steps: number, snapshot: () => T): () => [T, T] | null {
   const file = join(runDir, 'metrics.jsonl');
-  let first: LinkCounters | null = null;
-  let last: LinkCounters | null = null;
+  let first: T | null = null;
+  let last: T | null = null;
   const timer = setInterval(() => {
     const done = existsSync(file) ? (readFileSync(file, 'utf8').match(/"type":"step"/g) ?? []).length : 0;
-    if (done >= 1 && !first) first = coordinatorLinkCounters();
-    if (done >= steps + 1 && first && !last) {
-      last = coordinatorLinkCounters();
+    if (done >= 1 && first === null) first = snapshot();
+    if (done >= steps + 1 && first !== null && last === null) {
+      last = snapshot();
       clearInterval(timer);
     }
   }, 5);
   return () => {
     clearInterval(timer);
-    if (!first || !last) return null;
-    const [a, b]: LinkCounters[] = [first, last];
-    return { toCoordinator: (b.toCoordinator - a.toCoordinator) / steps, fromCoordinator: (b.fromCoordinator - a.fromCoordinator) / steps };
+    return first !== null && last !== null ? [first, last] : null;
   };
 }
 
@@ -225,26 +131,36 @@ async function runThreads(opts: Options, runDir: string): Promise<void> {
   }
 }
 
-async function runConfiguration(name: RunName, opts: Options, dir: string): Promise<{ steps: StepRecord[]; wire: WireTraffic | null }> {
+interface RunResult {
+  steps: StepRecord[];
+  wire: WireTraffic | null;
+  /** CPU (user + system) of every process of the run per measured step, all threads counted. */
+  cpuSec: number;
+}
+
+async function runConfiguration(name: RunName, opts: Options, dir: string): Promise<RunResult> {
   const runDir = join(dir, name);
   process.stderr.write(`bench:lan: ${name}: ${opts.config}, ${opts.steps} measured steps after 1 warm-up, run directory ${runDir}\n`);
   const t0 = performance.now();
-  let wire: WireTraffic | null = null;
-  if (name === 'lan') {
-    const stopWatch = watchLink(runDir, opts.steps);
-    try {
-      await runWithNodes(name, COORD, NODES, opts, runDir);
-    } finally {
-      wire = stopWatch();
-    }
-    if (!wire) throw new BenchError('the link counters were not read at the start and end of the measured steps');
-  } else if (name === 'loopback') {
-    await runWithNodes(name, null, [null, null], opts, runDir);
-  } else {
-    await runThreads(opts, runDir);
+  const cpu = atMeasuredSteps(runDir, opts.steps, () => cpuSeconds([...live].map((p) => p.child.pid!)));
+  const link = name === 'lan' ? atMeasuredSteps(runDir, opts.steps, coordinatorLinkCounters) : null;
+  let cpuMarks: [number, number] | null;
+  let linkMarks: [LinkCounters, LinkCounters] | null;
+  try {
+    if (name === 'threads') await runThreads(opts, runDir);
+    else await runWithNodes(name, name === 'lan' ? COORD : null, name === 'lan' ? NODES : [null, null], opts, runDir);
+  } finally {
+    cpuMarks = cpu();
+    linkMarks = link?.() ?? null;
   }
+  if (!cpuMarks || (link && !linkMarks)) throw new BenchError(`${name}: the run ended before the start and end of its measured steps were seen`);
   process.stderr.write(`bench:lan: ${name} took ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-  return { steps: measuredSteps(runDir, opts.steps), wire };
+  const perStep = (f: (c: LinkCounters) => number) => (f(linkMarks![1]) - f(linkMarks![0])) / opts.steps;
+  return {
+    steps: measuredSteps(runDir, opts.steps),
+    wire: linkMarks && { toCoordinator: perStep((c) => c.toCoordinator), fromCoordinator: perStep((c) => c.fromCoordinator) },
+    cpuSec: (cpuMarks[1] - cpuMarks[0]) / opts.steps,
+  };
 }
 
 /** The step records of a run's metrics.jsonl after the warm-up step. */
@@ -270,14 +186,20 @@ async function bench(opts: Options): Promise<void> {
   mkdirSync(dir, { recursive: true });
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const results = new Map<RunName, { steps: StepFigures[]; wire: WireTraffic | null }>();
+  const results = new Map<RunName, { steps: StepFigures[]; wire: WireTraffic | null; cpuSec: number }>();
+  const floors: Floor[] = [];
   removeNamespaces();
   try {
     buildLan();
     process.stderr.write(`bench:lan: namespaces ${NAMESPACES.join(', ')}; every veth end shaped with tbf ${SHAPING.slice(2).join(' ')}\n`);
     for (const name of ['lan', 'loopback', 'threads'] as const) {
-      const { steps, wire } = await runConfiguration(name, opts, dir);
-      results.set(name, { steps: steps.map(figures), wire });
+      const { steps, wire, cpuSec } = await runConfiguration(name, opts, dir);
+      results.set(name, { steps: steps.map(figures), wire, cpuSec });
+    }
+    const nodeBytes = median(results.get('loopback')!.steps.flatMap((s) => s.nodes.map((n) => Math.max(n.sent, n.received))));
+    for (const pattern of ['star', 'ring'] as const) {
+      process.stderr.write(`bench:lan: transport floor, ${pattern}: ${(nodeBytes / 1e6).toFixed(2)} MB per node per step, ${opts.steps} steps after a warm-up\n`);
+      floors.push(await measureFloor(pattern, nodeBytes, opts.steps));
     }
   } finally {
     live.forEach(stop);
@@ -287,7 +209,9 @@ async function bench(opts: Options): Promise<void> {
   }
   console.log(`\n## bench:lan — ${opts.config}, wire ${opts.wire ?? 'fp32'}, 2 nodes x 1 thread vs 2 threads; runs ${opts.out ? `in ${dir}` : 'removed (--out DIR keeps them)'}`);
   printLanSteps(results.get('lan')!.steps);
-  printSummary([...results].map(([name, r]) => summarize(name, r.steps, r.wire)), opts.steps);
+  const summaries = [...results].map(([name, r]) => summarize(name, r.steps, r.wire, r.cpuSec));
+  printSummary(summaries, opts.steps);
+  printFloor(summaries, floors, availableParallelism());
 }
 
 async function main(): Promise<number> {

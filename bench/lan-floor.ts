@@ -1,0 +1,152 @@
+/**
+ * bench:lan's transport floor: the CPU one step's bytes take to cross loopback WebSockets between
+ * three processes (a coordinator and two nodes) that do nothing else: no compute, no sums, no
+ * checks, no copies into frames. Two patterns move a node's gradient of B bytes:
+ *   star  what gpt-ddp does: each node sends the coordinator B and gets B back (4B in all);
+ *   ring  the least any design moves when the coordinator and both nodes end with the sum: the
+ *         nodes swap halves twice (reduce-scatter, then all-gather: B each way) and each sends the
+ *         coordinator the half it summed (B/2 each; 3B in all).
+ * The nodes of a loopback run compute what two local threads compute, and the bytes move on top,
+ * so a loopback step can be no shorter than (the threads run's CPU per step + the floor) / cores.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { HEADER_BYTES, PIECE_FLOATS } from '../src/comm/frames.js';
+import { median } from '../src/math/stats.js';
+
+export type Pattern = 'star' | 'ring';
+
+/** Bytes per step from process `from` to process `to` (`[from][to]`); process 0 is the coordinator. */
+export function patternBytes(pattern: Pattern, nodeBytes: number): number[][] {
+  const b = nodeBytes;
+  const half = Math.ceil(b / 2);
+  return pattern === 'star' ? [[0, b, b], [b, 0, 0], [b, 0, 0]] : [[0, 0, 0], [half, 0, b], [half, b, 0]];
+}
+
+/** The frames gpt-ddp streams: a piece of floats and its header. */
+const PIECE_BYTES = HEADER_BYTES + 4 * PIECE_FLOATS;
+const WS_OPTIONS = { perMessageDeflate: false, maxPayload: PIECE_BYTES + 1024 } as const;
+
+type ToPeer = { kind: 'connect'; index: number; ports: number[]; bytes: number[][] } | { kind: 'go' };
+type FromPeer = { kind: 'port'; port: number } | { kind: 'ready' } | { kind: 'done'; cpuSec: number };
+
+const cpuSec = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+
+/** One process of the pattern: a server for lower-numbered partners, a client of higher-numbered ones. */
+function runPeer(): void {
+  const links = new Map<number, WebSocket>();
+  const piece = Buffer.alloc(PIECE_BYTES, 1);
+  let plan: { index: number; bytes: number[][] } | null = null;
+  let expected = 0;
+  let received = 0;
+  let sending = 0;
+  /** The step's "go" came: bytes from faster partners may arrive before it. */
+  let going = false;
+  const say = (m: FromPeer) => process.send!(m);
+  const maybeDone = () => {
+    if (going && received === expected && sending === 0) {
+      going = false;
+      received = 0;
+      say({ kind: 'done', cpuSec: cpuSec() });
+    }
+  };
+  const count = (data: RawData) => {
+    received += (data as Buffer).length;
+    maybeDone();
+  };
+  const partners = () => plan!.bytes.map((_, j) => j).filter((j) => j !== plan!.index && (plan!.bytes[plan!.index]![j]! > 0 || plan!.bytes[j]![plan!.index]! > 0));
+  const maybeReady = () => plan && links.size === partners().length && say({ kind: 'ready' });
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0, ...WS_OPTIONS });
+  server.on('listening', () => say({ kind: 'port', port: (server.address() as { port: number }).port }));
+  server.on('connection', (ws) => ws.once('message', (id) => {
+    links.set(Number(id.toString()), ws);
+    ws.on('message', count);
+    maybeReady();
+  }));
+  process.on('message', (m: ToPeer) => {
+    if (m.kind === 'connect') {
+      plan = m;
+      expected = m.bytes.reduce((n, row) => n + row[m.index]!, 0);
+      for (const j of partners().filter((j) => j > m.index)) {
+        const ws = new WebSocket(`ws://127.0.0.1:${m.ports[j]}`, { ...WS_OPTIONS, generateMask: (mask) => mask.fill(0) });
+        ws.on('open', () => {
+          ws.send(String(m.index));
+          links.set(j, ws);
+          maybeReady();
+        });
+        ws.on('message', count);
+      }
+      maybeReady();
+    } else {
+      going = true;
+      for (const [j, ws] of links) {
+        for (let left = plan!.bytes[plan!.index]![j]!; left > 0; left -= PIECE_BYTES) {
+          sending += 1;
+          ws.send(piece.subarray(0, Math.min(left, PIECE_BYTES)), () => {
+            sending -= 1;
+            maybeDone();
+          });
+        }
+      }
+      maybeDone();
+    }
+  });
+}
+
+/** Waits for one message of `kind` from each child. */
+function fromEach<K extends FromPeer['kind']>(children: ChildProcess[], kind: K): Promise<Array<Extract<FromPeer, { kind: K }>>> {
+  return Promise.all(children.map((c) => new Promise<Extract<FromPeer, { kind: K }>>((resolve, reject) => {
+    const onExit = (code: number | null) => reject(new Error(`a floor process exited (code ${code}) while waiting for "${kind}"`));
+    const onMessage = (m: FromPeer) => {
+      if (m.kind !== kind) return;
+      c.off('message', onMessage);
+      c.off('exit', onExit);
+      resolve(m as Extract<FromPeer, { kind: K }>);
+    };
+    c.on('message', onMessage);
+    c.once('exit', onExit);
+  })));
+}
+
+export interface Floor {
+  pattern: Pattern;
+  /** Median over the measured steps. */
+  stepSec: number;
+  /** CPU of all three processes per step, median over the measured steps. */
+  cpuSec: number;
+}
+
+/** Moves the pattern's bytes `steps` times after a warm-up step; CPU and time per step. */
+export async function measureFloor(pattern: Pattern, nodeBytes: number, steps: number): Promise<Floor> {
+  const bytes = patternBytes(pattern, nodeBytes);
+  const children = bytes.map(() => fork(fileURLToPath(import.meta.url), ['--floor-peer'], { stdio: 'inherit' }));
+  try {
+    const ports = (await fromEach(children, 'port')).map((m) => m.port);
+    const ready = fromEach(children, 'ready');
+    children.forEach((c, index) => c.send({ kind: 'connect', index, ports, bytes } satisfies ToPeer));
+    await ready;
+    const stepSec: number[] = [];
+    const cpu: number[] = [];
+    let before = 0;
+    for (let s = 0; s <= steps; s++) {
+      const t0 = performance.now();
+      const done = fromEach(children, 'done');
+      children.forEach((c) => c.send({ kind: 'go' } satisfies ToPeer));
+      const after = (await done).reduce((n, m) => n + m.cpuSec, 0);
+      if (s > 0) {
+        stepSec.push((performance.now() - t0) / 1000);
+        cpu.push(after - before);
+      }
+      before = after;
+    }
+    return { pattern, stepSec: median(stepSec), cpuSec: median(cpu) };
+  } finally {
+    children.forEach((c) => c.kill('SIGKILL'));
+  }
+}
+
+if (process.argv.includes('--floor-peer') && process.argv[1] === fileURLToPath(import.meta.url)) runPeer();
