@@ -11,7 +11,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { HEADER_BYTES, PIECE_FLOATS } from '../src/comm/frames.js';
 import { median } from '../src/math/stats.js';
 
@@ -36,17 +36,23 @@ const cpuSec = () => {
   return (u.user + u.system) / 1e6;
 };
 
-/** One process of the pattern: a server for lower-numbered partners, a client of higher-numbered ones. */
+/**
+ * One process of the pattern: a server for lower-numbered partners, a client of higher-numbered
+ * ones. It exits when the bench goes away or a connection breaks: its server would keep it alive,
+ * and the bench sees the exit.
+ */
 function runPeer(): void {
+  const say = (m: FromPeer) => process.send!(m);
+  const lost = () => process.exit(1);
+  process.on('disconnect', lost);
   const links = new Map<number, WebSocket>();
   const piece = Buffer.alloc(PIECE_BYTES, 1);
-  let plan: { index: number; bytes: number[][] } | null = null;
+  let plan: { index: number; toPartner: number[]; partners: number[] } | null = null;
   let expected = 0;
   let received = 0;
   let sending = 0;
-  /** The step's "go" came: bytes from faster partners may arrive before it. */
+  /** This step's "go" came: bytes from faster partners may arrive before it. */
   let going = false;
-  const say = (m: FromPeer) => process.send!(m);
   const maybeDone = () => {
     if (going && received === expected && sending === 0) {
       going = false;
@@ -54,37 +60,40 @@ function runPeer(): void {
       say({ kind: 'done', cpuSec: cpuSec() });
     }
   };
-  const count = (data: RawData) => {
-    received += (data as Buffer).length;
-    maybeDone();
+  const maybeReady = () => {
+    if (plan && links.size === plan.partners.length) say({ kind: 'ready' });
   };
-  const partners = () => plan!.bytes.map((_, j) => j).filter((j) => j !== plan!.index && (plan!.bytes[plan!.index]![j]! > 0 || plan!.bytes[j]![plan!.index]! > 0));
-  const maybeReady = () => plan && links.size === partners().length && say({ kind: 'ready' });
+  const link = (j: number, ws: WebSocket) => {
+    links.set(j, ws);
+    // binaryType is the default 'nodebuffer', and nothing is fragmented: each message is one Buffer.
+    ws.on('message', (data: Buffer) => {
+      received += data.length;
+      maybeDone();
+    });
+    maybeReady();
+  };
+  const watch = (ws: WebSocket) => ws.on('close', lost).on('error', lost);
   const server = new WebSocketServer({ host: '127.0.0.1', port: 0, ...WS_OPTIONS });
   server.on('listening', () => say({ kind: 'port', port: (server.address() as { port: number }).port }));
-  server.on('connection', (ws) => ws.once('message', (id) => {
-    links.set(Number(id.toString()), ws);
-    ws.on('message', count);
-    maybeReady();
-  }));
+  server.on('connection', (ws) => watch(ws).once('message', (id) => link(Number(id.toString()), ws)));
   process.on('message', (m: ToPeer) => {
     if (m.kind === 'connect') {
-      plan = m;
+      const toPartner = m.bytes[m.index]!;
+      const partners = toPartner.map((_, j) => j).filter((j) => j !== m.index && (toPartner[j]! > 0 || m.bytes[j]![m.index]! > 0));
+      plan = { index: m.index, toPartner, partners };
       expected = m.bytes.reduce((n, row) => n + row[m.index]!, 0);
-      for (const j of partners().filter((j) => j > m.index)) {
-        const ws = new WebSocket(`ws://127.0.0.1:${m.ports[j]}`, { ...WS_OPTIONS, generateMask: (mask) => mask.fill(0) });
+      for (const j of partners.filter((j) => j > m.index)) {
+        const ws = watch(new WebSocket(`ws://127.0.0.1:${m.ports[j]}`, { ...WS_OPTIONS, generateMask: (mask) => mask.fill(0) }));
         ws.on('open', () => {
           ws.send(String(m.index));
-          links.set(j, ws);
-          maybeReady();
+          link(j, ws);
         });
-        ws.on('message', count);
       }
       maybeReady();
     } else {
       going = true;
       for (const [j, ws] of links) {
-        for (let left = plan!.bytes[plan!.index]![j]!; left > 0; left -= PIECE_BYTES) {
+        for (let left = plan!.toPartner[j]!; left > 0; left -= PIECE_BYTES) {
           sending += 1;
           ws.send(piece.subarray(0, Math.min(left, PIECE_BYTES)), () => {
             sending -= 1;

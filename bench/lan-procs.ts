@@ -66,8 +66,9 @@ export function stop(proc: Proc): void {
   proc.child.kill('SIGKILL');
 }
 
+let clockTicks = 0;
 /** Clock ticks per second in /proc/PID/stat. */
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+const clockTicksPerSec = () => (clockTicks ||= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })));
 
 /** CPU seconds (user + system, all threads) the processes have used so far. */
 export function cpuSeconds(pids: number[]): number {
@@ -78,7 +79,7 @@ export function cpuSeconds(pids: number[]): number {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     ticks += Number(fields[11]) + Number(fields[12]);
   }
-  return ticks / CLK_TCK;
+  return ticks / clockTicksPerSec();
 }
 
 const succeeded = (e: Exit) => e.code === 0;

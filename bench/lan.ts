@@ -85,25 +85,39 @@ function trainArgs(opts: Options, runDir: string): string[] {
 }
 
 /**
- * Takes `snapshot()` when the warm-up step's record reaches metrics.jsonl and when the last
- * measured one does (checked every 5 ms: a 124M step takes seconds); returns both, or null if the
- * run ended first.
+ * Marks the measured steps: a snapshot once step 0's evaluation record reaches metrics.jsonl (the
+ * warm-up step and its evaluation are over), then one at each measured step's record (checked
+ * every 5 ms: a 124M step takes seconds). Returns the snapshots, or why they do not bound the
+ * measured steps alone: the run ended first, a snapshot failed, or an evaluation or a sample came
+ * between them.
  */
-function atMeasuredSteps<T>(runDir: string, steps: number, snapshot: () => T): () => [T, T] | null {
+function markSteps<T>(runDir: string, steps: number, snapshot: () => T): () => T[] | string {
   const file = join(runDir, 'metrics.jsonl');
-  let first: T | null = null;
-  let last: T | null = null;
+  const marks: T[] = [];
+  let problem: string | null = null;
+  let handled = 0;
   const timer = setInterval(() => {
-    const done = existsSync(file) ? (readFileSync(file, 'utf8').match(/"type":"step"/g) ?? []).length : 0;
-    if (done >= 1 && first === null) first = snapshot();
-    if (done >= steps + 1 && first !== null && last === null) {
-      last = snapshot();
-      clearInterval(timer);
+    try {
+      const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n') : [];
+      // The last element is an unfinished line, or empty.
+      for (; handled < lines.length - 1 && problem === null && marks.length <= steps; handled++) {
+        const { type } = JSON.parse(lines[handled]!) as MetricRecord;
+        if (marks.length === 0) {
+          if (type === 'eval') marks.push(snapshot());
+        } else if (type === 'step') {
+          marks.push(snapshot());
+        } else if (type === 'eval' || type === 'sample') {
+          problem = `a ${type} record came between the measured steps`;
+        }
+      }
+    } catch (err) {
+      problem = `marking the measured steps failed: ${(err as Error).message}`;
     }
+    if (problem !== null || marks.length > steps) clearInterval(timer);
   }, 5);
   return () => {
     clearInterval(timer);
-    return first !== null && last !== null ? [first, last] : null;
+    return problem ?? (marks.length === steps + 1 ? marks : 'the run ended before its measured steps were seen');
   };
 }
 
@@ -134,32 +148,40 @@ async function runThreads(opts: Options, runDir: string): Promise<void> {
 interface RunResult {
   steps: StepRecord[];
   wire: WireTraffic | null;
-  /** CPU (user + system) of every process of the run per measured step, all threads counted. */
+  /** CPU (user + system, all threads) of the run's processes per measured step (median). */
   cpuSec: number;
+}
+
+/** What each mark reads: the CPU the run's processes have used, and on the LAN its link's counters. */
+interface Mark {
+  cpuSec: number;
+  link: LinkCounters | null;
 }
 
 async function runConfiguration(name: RunName, opts: Options, dir: string): Promise<RunResult> {
   const runDir = join(dir, name);
   process.stderr.write(`bench:lan: ${name}: ${opts.config}, ${opts.steps} measured steps after 1 warm-up, run directory ${runDir}\n`);
   const t0 = performance.now();
-  const cpu = atMeasuredSteps(runDir, opts.steps, () => cpuSeconds([...live].map((p) => p.child.pid!)));
-  const link = name === 'lan' ? atMeasuredSteps(runDir, opts.steps, coordinatorLinkCounters) : null;
-  let cpuMarks: [number, number] | null;
-  let linkMarks: [LinkCounters, LinkCounters] | null;
+  // Runs go one at a time, so the live processes are this run's.
+  const marking = markSteps(runDir, opts.steps, (): Mark => ({
+    cpuSec: cpuSeconds([...live].map((p) => p.child.pid!)),
+    link: name === 'lan' ? coordinatorLinkCounters() : null,
+  }));
+  let marks: Mark[] | string;
   try {
     if (name === 'threads') await runThreads(opts, runDir);
     else await runWithNodes(name, name === 'lan' ? COORD : null, name === 'lan' ? NODES : [null, null], opts, runDir);
   } finally {
-    cpuMarks = cpu();
-    linkMarks = link?.() ?? null;
+    marks = marking();
   }
-  if (!cpuMarks || (link && !linkMarks)) throw new BenchError(`${name}: the run ended before the start and end of its measured steps were seen`);
+  if (typeof marks === 'string') throw new BenchError(`${name}: ${marks}`);
   process.stderr.write(`bench:lan: ${name} took ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-  const perStep = (f: (c: LinkCounters) => number) => (f(linkMarks![1]) - f(linkMarks![0])) / opts.steps;
+  const m = marks;
+  const perStep = (f: (mark: Mark) => number) => median(m.slice(1).map((mark, i) => f(mark) - f(m[i]!)));
   return {
     steps: measuredSteps(runDir, opts.steps),
-    wire: linkMarks && { toCoordinator: perStep((c) => c.toCoordinator), fromCoordinator: perStep((c) => c.fromCoordinator) },
-    cpuSec: (cpuMarks[1] - cpuMarks[0]) / opts.steps,
+    wire: name === 'lan' ? { toCoordinator: perStep((x) => x.link!.toCoordinator), fromCoordinator: perStep((x) => x.link!.fromCoordinator) } : null,
+    cpuSec: perStep((x) => x.cpuSec),
   };
 }
 
