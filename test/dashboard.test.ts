@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { request } from 'node:http';
 import { connect, createServer, type AddressInfo } from 'node:net';
-import { join, posix, relative } from 'node:path';
+import { join, relative } from 'node:path';
 import { afterEach, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createTokenFile } from '../src/comm/auth.js';
+import { pageModules } from '../src/dashboard/assets.js';
 import { JsonlTail } from '../src/dashboard/tail.js';
 import { dashboardUrl, exited, killAll, records, spawnCli } from './cluster-helpers.js';
 import { CLI, scratchDir, VERDICT } from './helpers.js';
@@ -68,18 +69,6 @@ function follow(url: string, cookie?: string): Stream {
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WEB_BUILT = join(ROOT, 'dist', 'web');
-
-/** The page's script and the modules it imports, transitively, as paths under a web build's output. */
-function pageModules(webDir: string): string[] {
-  const seen = new Set<string>();
-  const visit = (path: string) => {
-    if (seen.has(path)) return;
-    seen.add(path);
-    for (const m of readFileSync(join(webDir, path), 'utf8').matchAll(/\bfrom '(\.\.?\/[^']+)'/g)) visit(posix.join(posix.dirname(path), m[1]!));
-  };
-  visit('src/dashboard/web/app.js');
-  return [...seen].sort();
-}
 
 const recordsOf = (s: Stream, run: number) => s.events.filter((e) => e.run === run).flatMap((e) => e.records);
 

@@ -1,12 +1,11 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { MetricRecord } from '../coordinator/metrics.js';
 import { UsageError } from '../util/errors.js';
+import { scriptFiles } from './assets.js';
 import { LOGIN_PAGE, PAGE } from './page.js';
 import { JsonlTail, type TailRead } from './tail.js';
 
@@ -32,12 +31,6 @@ export interface Dashboard {
   close(): Promise<void>;
 }
 
-const WEB_DIR = fileURLToPath(new URL('../../web/', import.meta.url));
-const require = createRequire(import.meta.url);
-const VENDOR: Record<string, string> = {
-  '/vendor/vega.js': join(dirname(require.resolve('vega')), 'vega.min.js'),
-  '/vendor/vega-lite.js': join(dirname(require.resolve('vega-lite')), 'vega-lite.min.js'),
-};
 /** A browser that reads slower than this falls behind by this much, then is dropped: training never waits for it. */
 const MAX_BUFFERED = 4 * 2 ** 20;
 const COOKIE = 'gpt-ddp-dashboard';
@@ -152,16 +145,13 @@ class RunFeed {
   }
 }
 
-/** The page's own scripts: what src/dashboard/web/tsconfig.emit.json compiles, app.js and the modules it imports. */
-const WEB_FILES = new Set(['/web/src/dashboard/web/app.js', '/web/src/dashboard/html.js', '/web/src/report/specs.js', '/web/src/math/stats.js']);
-const webFile = (path: string) => (WEB_FILES.has(path) ? join(WEB_DIR, path.slice('/web/'.length)) : null);
-
 /**
  * Serves the live dashboard: the page, its scripts, and the runs' records as server-sent events
  * (read from their metrics.jsonl, so a finished run, a run of another process and this process's
  * own run look the same). Read-only; with a token, a login form sets a session cookie first.
  */
 export async function startDashboard(opts: DashboardOptions): Promise<Dashboard> {
+  const scripts = scriptFiles();
   const feed = new RunFeed(opts.runs);
   const session = opts.token === null ? null : sessionOf(opts.token);
   const server = createServer((req, res) => {
@@ -184,7 +174,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     if (req.method !== 'GET') return send(res, 405, 'text/plain', 'read-only');
     if (path === '/') return send(res, 200, 'text/html; charset=utf-8', PAGE);
     if (path === '/events') return feed.follow(res);
-    const file = VENDOR[path] ?? webFile(path);
+    const file = scripts.get(path);
     if (file) return send(res, 200, 'text/javascript; charset=utf-8', readFileSync(file));
     send(res, 404, 'text/plain', 'not found');
   });
