@@ -1,11 +1,13 @@
 /**
  * bench:lan's transport floor: the CPU one step's bytes take to cross loopback WebSockets between
  * three processes (a coordinator and two nodes) that do nothing else: no compute, no sums, no
- * checks, no copies into frames. Two patterns move a node's gradient of B bytes:
+ * checks, no copies of their own (ws still gathers each message out of the socket's reads). Two
+ * patterns move a node's gradient of B bytes:
  *   star  what gpt-ddp does: each node sends the coordinator B and gets B back (4B in all);
- *   ring  the least any design moves when the coordinator and both nodes end with the sum: the
- *         nodes swap halves twice (reduce-scatter, then all-gather: B each way) and each sends the
- *         coordinator the half it summed (B/2 each; 3B in all).
+ *   ring  the least an exact fp32 design moves when the coordinator and both nodes each need a
+ *         gradient's worth: the nodes swap halves twice (reduce-scatter, then all-gather of the
+ *         summed or updated halves: B each way) and each sends the coordinator the half it summed
+ *         (B/2 each; 3B in all).
  * The nodes of a loopback run compute what two local threads compute, and the bytes move on top,
  * so a loopback step can be no shorter than (the threads run's CPU per step + the floor) / cores.
  */
