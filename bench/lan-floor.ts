@@ -13,7 +13,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { HEADER_BYTES, PIECE_FLOATS } from '../src/comm/frames.js';
 import { median } from '../src/math/stats.js';
 
@@ -45,8 +45,11 @@ const cpuSec = () => {
  */
 function runPeer(): void {
   const say = (m: FromPeer) => process.send!(m);
-  const lost = () => process.exit(1);
-  process.on('disconnect', lost);
+  const lost = (why: string) => {
+    process.stderr.write(`bench:lan floor process: ${why}\n`);
+    process.exit(1);
+  };
+  process.on('disconnect', () => lost('the bench went away'));
   const links = new Map<number, WebSocket>();
   const piece = Buffer.alloc(PIECE_BYTES, 1);
   let plan: { index: number; toPartner: number[]; partners: number[] } | null = null;
@@ -67,14 +70,14 @@ function runPeer(): void {
   };
   const link = (j: number, ws: WebSocket) => {
     links.set(j, ws);
-    // binaryType is the default 'nodebuffer', and nothing is fragmented: each message is one Buffer.
-    ws.on('message', (data: Buffer) => {
-      received += data.length;
+    // With the default binaryType, 'nodebuffer', ws hands over each message as one Buffer.
+    ws.on('message', (data: RawData) => {
+      received += (data as Buffer).length;
       maybeDone();
     });
     maybeReady();
   };
-  const watch = (ws: WebSocket) => ws.on('close', lost).on('error', lost);
+  const watch = (ws: WebSocket) => ws.on('close', (code) => lost(`a link closed (code ${code})`)).on('error', (err) => lost(`a link failed: ${err.message}`));
   const server = new WebSocketServer({ host: '127.0.0.1', port: 0, ...WS_OPTIONS });
   server.on('listening', () => say({ kind: 'port', port: (server.address() as { port: number }).port }));
   server.on('connection', (ws) => watch(ws).once('message', (id) => link(Number(id.toString()), ws)));

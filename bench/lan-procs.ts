@@ -67,7 +67,7 @@ export function stop(proc: Proc): void {
 }
 
 let clockTicks = 0;
-/** Clock ticks per second in /proc/PID/stat. */
+/** Clock ticks per second in /proc/PID/stat: asked once, when first needed, so a failing getconf is a bench error, not an import crash. */
 const clockTicksPerSec = () => (clockTicks ||= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })));
 
 /** CPU seconds (user + system, all threads) the processes have used so far. */

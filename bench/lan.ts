@@ -80,7 +80,7 @@ function checkPrerequisites(): void {
 function trainArgs(opts: Options, runDir: string): string[] {
   return [
     'train', '--config', opts.config, '--out', runDir, '--max-steps', String(opts.steps + 1),
-    '--eval-freq', '1000000', '--eval-iter', '1', ...(opts.data ? ['--data', opts.data] : []),
+    '--eval-freq', '1000000', '--eval-iter', '1', '--checkpoint-every', '1000000', ...(opts.data ? ['--data', opts.data] : []),
   ];
 }
 
@@ -88,8 +88,8 @@ function trainArgs(opts: Options, runDir: string): string[] {
  * Marks the measured steps: a snapshot once step 0's evaluation record reaches metrics.jsonl (the
  * warm-up step and its evaluation are over), then one at each measured step's record (checked
  * every 5 ms: a 124M step takes seconds). Returns the snapshots, or why they do not bound the
- * measured steps alone: the run ended first, a snapshot failed, or an evaluation or a sample came
- * between them.
+ * measured steps one by one: the run ended first, a snapshot failed, another record (an
+ * evaluation, a sample, a member event) came between them, or the steps were too short to tell apart.
  */
 function markSteps<T>(runDir: string, steps: number, snapshot: () => T): () => T[] | string {
   const file = join(runDir, 'metrics.jsonl');
@@ -99,6 +99,7 @@ function markSteps<T>(runDir: string, steps: number, snapshot: () => T): () => T
   const timer = setInterval(() => {
     try {
       const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n') : [];
+      const before = marks.length;
       // The last element is an unfinished line, or empty.
       for (; handled < lines.length - 1 && problem === null && marks.length <= steps; handled++) {
         const { type } = JSON.parse(lines[handled]!) as MetricRecord;
@@ -106,10 +107,12 @@ function markSteps<T>(runDir: string, steps: number, snapshot: () => T): () => T
           if (type === 'eval') marks.push(snapshot());
         } else if (type === 'step') {
           marks.push(snapshot());
-        } else if (type === 'eval' || type === 'sample') {
-          problem = `a ${type} record came between the measured steps`;
+        } else {
+          problem = `a ${type} record came between the measured steps` +
+            (type === 'sample' ? ' (an epoch ended: use fewer --steps than an epoch has)' : type === 'member' ? ' (a node joined, left or lost its slots)' : '');
         }
       }
+      if (marks.length - before > 1) problem = 'steps too short to mark one by one (several in one 5 ms poll): use a larger --config';
     } catch (err) {
       problem = `marking the measured steps failed: ${(err as Error).message}`;
     }
@@ -174,10 +177,11 @@ async function runConfiguration(name: RunName, opts: Options, dir: string): Prom
   } finally {
     marks = marking();
   }
-  if (typeof marks === 'string') throw new BenchError(`${name}: ${marks}`);
   process.stderr.write(`bench:lan: ${name} took ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-  const m = marks;
-  const perStep = (f: (mark: Mark) => number) => median(m.slice(1).map((mark, i) => f(mark) - f(m[i]!)));
+  // Without marks the step records still stand; the CPU and link figures print as NaN.
+  if (typeof marks === 'string') process.stderr.write(`bench:lan: ${name}: no CPU or link figures: ${marks}\n`);
+  const m = typeof marks === 'string' ? null : marks;
+  const perStep = (f: (mark: Mark) => number) => (m ? median(m.slice(1).map((mark, i) => f(mark) - f(m[i]!))) : NaN);
   return {
     steps: measuredSteps(runDir, opts.steps),
     wire: name === 'lan' ? { toCoordinator: perStep((x) => x.link!.toCoordinator), fromCoordinator: perStep((x) => x.link!.fromCoordinator) } : null,

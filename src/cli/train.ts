@@ -19,6 +19,7 @@ import { isDirectory, writeFileAtomic } from '../util/files.js';
 import { DEFAULT_CONFIG, loadConfig, loadRunText, prepareOutDir, resolveConfigPath, type RunText, type TrainingOverrides } from './common.js';
 import { checkListenArgs, startListening, type ListenArgs } from './listen.js';
 import { checkRunFits, localThreads } from './run-checks.js';
+import { scriptFiles } from '../dashboard/assets.js';
 import { dashboardForRun, parseDashboardAddress } from './dashboard.js';
 import { resumeRun, type RunSetup } from './resume.js';
 import { lockRunDir } from '../util/run-lock.js';
@@ -58,7 +59,10 @@ export interface TrainRun extends TrainResult {
 /** Everything a run needs, validated before any thread starts: a new run or a resumed one. */
 async function setUp(args: TrainArgs): Promise<RunSetup> {
   checkListenArgs(args);
-  if (args.dashboard !== undefined) parseDashboardAddress(args.dashboard);
+  if (args.dashboard !== undefined) {
+    parseDashboardAddress(args.dashboard);
+    scriptFiles(); // a missing web build is refused before the run directory exists
+  }
   if (args.workers === 0 && !args.listen) throw new UsageError('--workers 0 needs --listen (remote nodes to do the work)');
   // A provider that cannot run is refused before anything is created (local workers only).
   if (localThreads(args) > 0) resolveKernels(args.kernels ?? 'auto');

@@ -1,5 +1,5 @@
 /** The scripts the dashboard's page loads: its own modules, as the web build emitted them, and the charting libraries. */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,7 +16,7 @@ export function pageModules(webDir: string): string[] {
   const visit = (path: string) => {
     if (seen.has(path)) return;
     seen.add(path);
-    for (const m of readFileSync(join(webDir, path), 'utf8').matchAll(/\bfrom '(\.\.?\/[^']+)'/g)) visit(posix.join(posix.dirname(path), m[1]!));
+    for (const m of readFileSync(join(webDir, path), 'utf8').matchAll(/\b(?:from|import)\s*['"](\.\.?\/[^'"]+)['"]/g)) visit(posix.join(posix.dirname(path), m[1]!));
   };
   visit(PAGE_SCRIPT);
   return [...seen].sort();
@@ -24,11 +24,16 @@ export function pageModules(webDir: string): string[] {
 
 /** Every script the page may load, by URL path: nothing else under the build is served. */
 export function scriptFiles(): Map<string, string> {
-  if (!existsSync(join(WEB_DIR, PAGE_SCRIPT))) throw new Error(`the dashboard's page is not built (no ${join(WEB_DIR, PAGE_SCRIPT)}): run npm run build`);
+  let modules: string[];
+  try {
+    modules = pageModules(WEB_DIR);
+  } catch (err) {
+    throw new Error(`the dashboard's page is not built, or only in part (${(err as Error).message}): run npm run build`);
+  }
   const require = createRequire(import.meta.url);
   return new Map([
     ['/vendor/vega.js', join(dirname(require.resolve('vega')), 'vega.min.js')],
     ['/vendor/vega-lite.js', join(dirname(require.resolve('vega-lite')), 'vega-lite.min.js')],
-    ...pageModules(WEB_DIR).map((m): [string, string] => [`/web/${m}`, join(WEB_DIR, m)]),
+    ...modules.map((m): [string, string] => [`/web/${m}`, join(WEB_DIR, m)]),
   ]);
 }
