@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
 import { loadCheckpoint, readTrainerState } from '../src/checkpoint/checkpoint.js';
+import { createTokenFile } from '../src/comm/auth.js';
 import type { MemberRecord } from '../src/coordinator/metrics.js';
 import { buildLayout } from '../src/model/layout.js';
 import { median } from '../src/math/stats.js';
-import { assertSameRun, exited, killAll, records, referenceRun, run, RUN, spawnCli, startCoordinator, startNode, stepsIn } from './cluster-helpers.js';
+import { assertSameRun, exited, killAll, records, referenceRun, run, RUN, spawnCli, startCoordinator, startNode, stepsIn, tmp } from './cluster-helpers.js';
 
 afterEach(killAll);
 
@@ -198,4 +200,46 @@ test('nodes only, none at the start: the coordinator waits for one; a diverged r
   const kept = loadCheckpoint(d.out, state, buildLayout(state.config.model));
   assert.ok(kept.state.step <= failed, `checkpoint of step ${kept.state.step}, failure at ${failed}`);
   assert.ok(kept.weights.every(Number.isFinite) && kept.moments.v.every(Number.isFinite), 'the kept checkpoint is finite');
+});
+
+/** A TCP port nothing listens on now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((done) => server.close(() => done()));
+  return port;
+}
+
+test('--rejoin: a node started before the coordinator joins it; the coordinator killed and resumed on the same address takes it back, and the run is unchanged', async () => {
+  const args = run(12, 4);
+  const reference = await referenceRun(1, args);
+  const port = await freePort();
+  const url = `ws://127.0.0.1:${port}`;
+  const token = join(tmp('token'), 'token');
+  createTokenFile(token);
+  const node = startNode({ url, token }, 1, ['--rejoin', '120']);
+  await node.line(/cannot reach the coordinator.*trying to rejoin for up to 120 s/);
+  const out = join(tmp(), 'run');
+  const listen = ['--listen', `127.0.0.1:${port}`, '--token-file', token, '--nodes', '1'];
+  const c = spawnCli(['train', ...args, '--out', out, ...listen, '--checkpoint-every', '2']);
+  await c.line(/Step 000004/);
+  c.child.kill('SIGKILL');
+  await node.line(/lost the coordinator.*trying to rejoin for up to 120 s/);
+  const r = spawnCli(['train', '--resume', out, '--max-steps', '12', ...listen]);
+  await exited(r, 0);
+  await exited(node, 0);
+  assert.equal(node.stdout.filter((l) => /^joined /.test(l)).length, 2, node.stdout.join('\n'));
+  assertSameRun(out, reference, 'resumed with the rejoined node');
+
+  // Without --rejoin, an unreachable coordinator ends a node at once; with it, Ctrl-C ends the wait.
+  const nowhere = `ws://127.0.0.1:${await freePort()}`;
+  const alone = startNode({ url: nowhere, token }, 1);
+  await exited(alone, 1);
+  assert.match(alone.stdout.join('\n'), /cannot reach the coordinator/);
+  const waiting = startNode({ url: nowhere, token }, 1, ['--rejoin', '120']);
+  await waiting.line(/trying to rejoin/);
+  waiting.child.kill('SIGINT');
+  await exited(waiting, 130);
+  assert.match(waiting.stdout.join('\n'), /stopped by SIGINT/);
 });

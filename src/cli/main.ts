@@ -95,10 +95,15 @@ export function buildCli(argv: string[]) {
       backend: runtimeOptions.backend,
       kernels: runtimeOptions.kernels,
       ca: { type: 'string', describe: 'PEM certificate to trust for wss:// (e.g. the coordinator\'s self-signed --tls-cert)' },
+      rejoin: {
+        type: 'number', default: 0, coerce: nonNegativeNumber('rejoin'),
+        describe: 'seconds to keep trying to join while the coordinator is unreachable or lost (restarted with --resume on the same address, or not up yet); 0: exit at once',
+      },
       fault: { type: 'string', hidden: true },
     }), async (a) => {
       process.exitCode = await runNode({
-        connect: a.connect, token: readTokenFile(a['token-file']), threads: a.threads ?? availableParallelism(), backend: a.backend, kernels: a.kernels, ca: a.ca, fault: a.fault,
+        connect: a.connect, token: readTokenFile(a['token-file']), threads: a.threads ?? availableParallelism(), backend: a.backend, kernels: a.kernels, ca: a.ca,
+        rejoinSec: a.rejoin, fault: a.fault,
       }, log);
     })
     .command('evaluate', 'train and val loss of a checkpoint, as JSON', (y) => y.options({

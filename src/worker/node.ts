@@ -1,21 +1,10 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { WebSocket } from 'ws';
-import { newNonce, proof, proofMatches } from '../comm/auth.js';
-import {
-  controlFrame, decodeFrame, denseFrame, FRAME, framePool, maxPayload, PIECE_FLOATS, ProtocolError, rowsFrame, rowsPerFrame, splitRows,
-  type FramePool, type TensorHeader,
-} from '../comm/frames.js';
-import { checkSamples, parseCoordinatorMessage } from '../comm/messages.js';
-import { PROTOCOL_VERSION, type CoordinatorMessage, type NodeMessage, type Partial, type WelcomeMessage } from '../comm/protocol.js';
-import { ThreadPool } from '../comm/threads.js';
+import { maxPayload, PIECE_FLOATS } from '../comm/frames.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { KernelChoice } from '../model/provider.js';
-import { buildLayout } from '../model/layout.js';
-import { errorMessage, UsageError } from '../util/errors.js';
-import { Mirror } from './mirror.js';
-import { NodeFaults } from './node-faults.js';
-import type { StepInbox } from './step-inbox.js';
+import { UsageError } from '../util/errors.js';
+import { NodeSession, type SessionEnd } from './node-session.js';
 
 export interface NodeArgs {
   connect: string;
@@ -25,6 +14,8 @@ export interface NodeArgs {
   kernels: KernelChoice;
   /** PEM certificate(s) to trust for wss:// (e.g. the coordinator's self-signed one). */
   ca?: string;
+  /** Seconds to keep trying to (re)join after the coordinator is lost or unreachable; 0: give up at once. */
+  rejoinSec?: number;
   /** Test hook (see node-faults.ts). */
   fault?: string;
 }
@@ -32,12 +23,15 @@ export interface NodeArgs {
 /** Exit codes: 0 the run ended, 1 lost the coordinator or failed, 2 refused, 130 stopped by a signal. */
 export type NodeExit = 0 | 1 | 2 | 130;
 
-const SILENCE_MS = 60_000;
+/** Pause between attempts to rejoin. */
+const REJOIN_EVERY_MS = 1000;
 
 /**
  * A remote node: joins a run over WebSocket, mirrors the coordinator's weights and moments,
  * computes the slots it is given on its threads and streams their partial sums piece by piece,
  * then applies the step's reduced gradient with the same AdamW arithmetic as the coordinator.
+ * With `rejoinSec`, a lost or unreachable coordinator is tried again (a coordinator restarted with
+ * --resume on the same address takes the node back), so nodes may also start before it.
  */
 export async function runNode(args: NodeArgs, log: (line: string) => void): Promise<NodeExit> {
   let url: URL;
@@ -48,215 +42,52 @@ export async function runNode(args: NodeArgs, log: (line: string) => void): Prom
   }
   if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new UsageError(`--connect must be a ws:// or wss:// URL, got ${args.connect}`);
   const ca = args.ca ? readFileSync(args.ca) : undefined;
-  // A zero masking key: ws then neither copies nor masks each 4 MB frame, nor does the coordinator
-  // unmask it. Masking guards caching proxies against scripts in a browser; this client is none.
-  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS), ca, generateMask: (mask) => mask.fill(0) });
-  return new Promise<NodeExit>((resolveExit) => {
-    const session = new NodeSession(ws, args, log, resolveExit);
-    const onSignal = (signal: string) => session.leave(`stopped by ${signal}`);
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-    session.finished.then(() => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    });
-  });
-}
-
-class NodeSession {
-  private pool: ThreadPool | null = null;
-  private poolReady: Promise<{ backend: string; kernels: string }> | null = null;
-  private welcome: WelcomeMessage | null = null;
-  private mirror: Mirror | null = null;
-  private frames: FramePool | null = null;
-  private nonce = newNonce();
-  private challenge: Uint8Array | null = null;
-  /** Set as soon as the coordinator's goodbye arrives, even while earlier messages are still handled. */
-  private shutdownReason: string | null = null;
-  private computing: Promise<void> = Promise.resolve();
-  private queue: Promise<void> = Promise.resolve();
-  private lastHeard = Date.now();
-  private readonly watchdog: NodeJS.Timeout;
-  private readonly faults: NodeFaults;
-  private exited = false;
-  readonly finished: Promise<void>;
-  private finish!: () => void;
-
-  constructor(private readonly ws: WebSocket, private readonly args: NodeArgs, private readonly log: (line: string) => void, private readonly resolveExit: (code: NodeExit) => void) {
-    this.finished = new Promise((r) => (this.finish = r));
-    this.faults = new NodeFaults(args.fault);
-    ws.on('message', (data: Buffer) => {
-      this.lastHeard = Date.now();
-      this.noteShutdown(data);
-      this.queue = this.queue.then(() => this.onMessage(data)).catch((err: unknown) => this.fail(err));
-    });
-    ws.on('ping', () => {
-      this.lastHeard = Date.now();
-    });
-    ws.on('error', (err) => this.exit(1, `cannot reach the coordinator at ${args.connect}: ${err.message}`));
-    ws.on('close', (code, reason) => {
-      if (this.shutdownReason !== null) void this.exit(0, `the coordinator ended the run: ${this.shutdownReason}`);
-      else void this.exit(1, `lost the coordinator (connection closed, code ${code}${reason.length ? `: ${reason.toString()}` : ''})`);
-    });
-    this.watchdog = setInterval(() => {
-      if (Date.now() - this.lastHeard > SILENCE_MS) this.exit(1, `the coordinator has been silent for ${SILENCE_MS / 1000} s`);
-    }, 1000);
-  }
-
-  /** Notes a shutdown message before the queue gets to it, so a close right after it is not a loss. */
-  private noteShutdown(data: Buffer): void {
-    if (data[0] !== FRAME.control || data.length > 4096) return;
-    try {
-      const frame = decodeFrame(data);
-      const m = frame.type === FRAME.control ? parseCoordinatorMessage(frame.message) : null;
-      if (m?.kind === 'shutdown') this.shutdownReason = m.reason;
-    } catch {
-      // The queue reports malformed messages.
+  const rejoinMs = (args.rejoinSec ?? 0) * 1000;
+  let session: NodeSession | null = null;
+  let stoppedBy: string | null = null;
+  let wake = () => {};
+  const onSignal = (signal: string) => {
+    stoppedBy = signal;
+    session?.leave(`stopped by ${signal}`);
+    wake();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    let lostSince: number | null = null;
+    for (;;) {
+      // A zero masking key: ws then neither copies nor masks each 4 MB frame, nor does the coordinator
+      // unmask it. Masking guards caching proxies against scripts in a browser; this client is none.
+      const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS), ca, generateMask: (mask) => mask.fill(0) });
+      const end = await new Promise<SessionEnd>((resolveEnd) => (session = new NodeSession(ws, args, log, resolveEnd)));
+      session = null;
+      const retrying = end.lost && rejoinMs > 0 && stoppedBy === null;
+      if (!retrying) {
+        log(end.line);
+        return stoppedBy !== null ? 130 : end.code;
+      }
+      if (end.joined || lostSince === null) {
+        lostSince = Date.now();
+        log(`${end.line}; trying to rejoin for up to ${rejoinMs / 1000} s`);
+      }
+      if (Date.now() - lostSince > rejoinMs) {
+        log(`gave up: no coordinator at ${args.connect} for ${rejoinMs / 1000} s (--rejoin)`);
+        return 1;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, REJOIN_EVERY_MS);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      if (stoppedBy !== null) {
+        log(`stopped by ${stoppedBy} while waiting to rejoin`);
+        return 130;
+      }
     }
-  }
-
-  private send(message: NodeMessage): void {
-    this.ws.send(controlFrame(message));
-  }
-
-  private async exit(code: NodeExit, line: string): Promise<void> {
-    if (this.exited) return;
-    this.exited = true;
-    clearInterval(this.watchdog);
-    this.log(line);
-    if (this.ws.readyState === this.ws.OPEN) this.ws.close(1000);
-    await this.pool?.close();
-    this.finish();
-    this.resolveExit(code);
-  }
-
-  private fail(err: unknown): void {
-    void this.exit(1, err instanceof ProtocolError ? `the coordinator sent a bad message: ${errorMessage(err)}` : `failed: ${errorMessage(err)}`);
-  }
-
-  /** Ctrl-C: tell the coordinator, which gives this node's slots to others, then go. */
-  leave(why: string): void {
-    if (this.exited) return;
-    if (this.ws.readyState === this.ws.OPEN) this.send({ kind: 'leave', reason: why });
-    void this.exit(130, `left the run (${why})`);
-  }
-
-  private async onMessage(data: Buffer): Promise<void> {
-    if (this.exited) return;
-    const frame = decodeFrame(data);
-    if (frame.type !== FRAME.control) return this.onTensor(frame.header, frame.payload);
-    const m = parseCoordinatorMessage(frame.message);
-    if (!this.welcome && m.kind !== 'challenge' && m.kind !== 'welcome' && m.kind !== 'refused') throw new ProtocolError(`"${m.kind}" before the handshake`);
-    await this.onControl(m);
-  }
-
-  private async onControl(m: CoordinatorMessage): Promise<void> {
-    switch (m.kind) {
-      case 'challenge':
-        if (m.protocol !== PROTOCOL_VERSION) {
-          return this.exit(2, `the coordinator speaks protocol version ${m.protocol}, this node ${PROTOCOL_VERSION}: install the same gpt-ddp version on both`);
-        }
-        this.challenge = m.nonce;
-        this.send({
-          kind: 'hello', protocol: PROTOCOL_VERSION, nonce: this.nonce, proof: proof(this.args.token, 'node', m.nonce, this.nonce),
-          host: hostname(), threads: this.args.threads, backend: this.args.backend,
-        });
-        return;
-      case 'refused':
-        return this.exit(2, `the coordinator refused this node: ${m.reason}`);
-      case 'welcome':
-        return this.onWelcome(m);
-      case 'state':
-        return this.mirror!.state(m.version);
-      case 'state-end':
-        return this.onStateEnd(m.version);
-      case 'train':
-        return this.onTrain(m);
-      case 'commit':
-        return this.mirror!.commit(m.step, m.gradScale, m.adam, this.computing);
-      case 'loss': {
-        const { pool } = this.ready();
-        checkSamples(m.slots, this.welcome!.model);
-        await this.computing;
-        const results = await pool.losses(m.version, m.slots, m.chunk);
-        this.send({ kind: 'losses', task: m.task, results });
-        return;
-      }
-      case 'generate': {
-        await this.computing;
-        const tokens = await this.ready().pool.generate(m.version, m.prompt, m.maxNewTokens);
-        this.send({ kind: 'generated', task: m.task, tokens });
-        return;
-      }
-      case 'checksum': {
-        await this.computing;
-        const hash = await this.ready().pool.hash();
-        if (hash !== m.hash) this.log(`weights after step ${m.version} differ from the coordinator's: this node will be dropped`);
-        this.send({ kind: 'checksum-reply', version: m.version, hash });
-        return;
-      }
-      case 'shutdown':
-        return this.exit(0, `the coordinator ended the run: ${m.reason}`);
-    }
-  }
-
-  private onWelcome(m: WelcomeMessage): void {
-    if (!this.challenge || !proofMatches(proof(this.args.token, 'coordinator', this.nonce, this.challenge), m.proof)) {
-      void this.exit(2, 'the coordinator could not prove it holds the token: wrong --token-file, or not the coordinator you meant');
-      return;
-    }
-    if (m.pieceFloats > PIECE_FLOATS) throw new ProtocolError(`pieces of ${m.pieceFloats} floats exceed the limit of ${PIECE_FLOATS}`);
-    this.welcome = m;
-    const layout = buildLayout(m.model);
-    this.frames = framePool(m.pieceFloats);
-    this.pool = new ThreadPool({ threads: this.args.threads, layout, backend: this.args.backend, kernels: this.args.kernels, withModel: true, pieceFloats: m.pieceFloats });
-    this.mirror = new Mirror(this.pool, layout, m);
-    this.poolReady = this.pool.start();
-    this.poolReady.catch(() => {});
-    this.log(`joined ${this.args.connect} as node ${m.member}: ${layout.totalSize.toLocaleString('en-US')}-parameter model, ${this.args.threads} thread${this.args.threads === 1 ? '' : 's'}, ${m.wire} gradients; loading the weights`);
-  }
-
-  /** The threads and the step's inbox, once the weights have arrived (no task passes onMessage before the welcome). */
-  private ready(): { pool: ThreadPool; inbox: StepInbox } {
-    return { pool: this.pool!, inbox: this.mirror!.inbox() };
-  }
-
-  private async onStateEnd(version: number): Promise<void> {
-    const { backend, kernels } = await this.mirror!.stateEnd(version, this.poolReady!);
-    this.send({ kind: 'ready', version, backend, kernels });
-    this.log(`weights of step ${version} loaded; backend ${backend}, kernels: ${kernels}; training`);
-  }
-
-  private onTensor(h: TensorHeader, payload: Buffer): void {
-    if (!this.mirror) throw new ProtocolError('a tensor frame before the handshake');
-    this.mirror.frame(h, payload);
-  }
-
-  private onTrain(m: Extract<CoordinatorMessage, { kind: 'train' }>): void {
-    const { pool, inbox } = this.ready();
-    checkSamples(m.slots, this.welcome!.model);
-    if (m.step !== inbox.step) throw new ProtocolError(`a task for step ${m.step} while the weights are of step ${inbox.step}`);
-    const { wire, pieceFloats, model } = this.welcome!;
-    const frames = this.frames!;
-    const fault = this.faults.forStep(m.step);
-    inbox.task(m.slots.map((s) => s.slot), m.slotCount);
-    const sink = (p: Partial) => {
-      if (!fault.allow(p)) return;
-      if (p.kind === 'dense') {
-        const frame = denseFrame({ type: FRAME.partial, wire, a: m.task, b: p.node[0], c: p.node[1], d: p.piece, e: 0 }, p.data, frames.take());
-        this.ws.send(frame, () => frames.give(frame.buffer));
-        inbox.ours(p.node, p.piece, p.data);
-      } else {
-        const parts = splitRows(p.rows, rowsPerFrame(pieceFloats, model.embDim), model.embDim);
-        parts.forEach((part, i) => this.ws.send(rowsFrame({ type: FRAME.partialRows, a: m.task, b: p.node[0], c: p.node[1], d: i, e: parts.length }, part)));
-      }
-    };
-    this.computing = pool.train({ step: m.step, slotCount: m.slotCount, slots: m.slots, dropout: m.dropout }, sink).then((results) => {
-      if (!fault.silent) this.send({ kind: 'trained', task: m.task, results });
-    }, (err: unknown) => {
-      this.send({ kind: 'failed', task: m.task, reason: errorMessage(err) });
-      throw err;
-    });
-    this.computing.catch((err: unknown) => this.fail(err));
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
 }
