@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
 import { loadCheckpoint, readTrainerState } from '../src/checkpoint/checkpoint.js';
@@ -202,13 +202,19 @@ test('nodes only, none at the start: the coordinator waits for one; a diverged r
   assert.ok(kept.weights.every(Number.isFinite) && kept.moments.v.every(Number.isFinite), 'the kept checkpoint is finite');
 });
 
-/** A TCP port nothing listens on now. */
+/**
+ * A TCP port nothing listens on now, below Linux's range for outgoing ports (32768 and up): a node
+ * retrying a connection could otherwise get it as its own source port.
+ */
 async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((done) => server.close(() => done()));
-  return port;
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const server = createServer();
+    const bound = await new Promise<boolean>((done) => server.once('error', () => done(false)).listen(port, '127.0.0.1', () => done(true)));
+    if (!bound) continue;
+    await new Promise<void>((done) => server.close(() => done()));
+    return port;
+  }
 }
 
 test('--rejoin: a node started before the coordinator joins it; the coordinator killed and resumed on the same address takes it back, and the run is unchanged', async () => {
@@ -219,26 +225,30 @@ test('--rejoin: a node started before the coordinator joins it; the coordinator 
   const token = join(tmp('token'), 'token');
   createTokenFile(token);
   const node = startNode({ url, token }, 1, ['--rejoin', '120']);
-  await node.line(/cannot reach the coordinator.*trying to rejoin for up to 120 s/);
+  await node.line(/cannot reach the coordinator.*trying again for up to 120 s/);
   const out = join(tmp(), 'run');
   const listen = ['--listen', `127.0.0.1:${port}`, '--token-file', token, '--nodes', '1'];
   const c = spawnCli(['train', ...args, '--out', out, ...listen, '--checkpoint-every', '2']);
   await c.line(/Step 000004/);
   c.child.kill('SIGKILL');
-  await node.line(/lost the coordinator.*trying to rejoin for up to 120 s/);
-  const r = spawnCli(['train', '--resume', out, '--max-steps', '12', ...listen]);
+  await node.line(/lost the coordinator.*trying again for up to 120 s/);
+  const r = spawnCli(['train', '--resume', out, '--max-steps', '12', ...listen, '--wait-timeout', '60']);
   await exited(r, 0);
   await exited(node, 0);
   assert.equal(node.stdout.filter((l) => /^joined /.test(l)).length, 2, node.stdout.join('\n'));
   assertSameRun(out, reference, 'resumed with the rejoined node');
 
-  // Without --rejoin, an unreachable coordinator ends a node at once; with it, Ctrl-C ends the wait.
+  // Without --rejoin, an unreachable coordinator ends a node at once; with it, after the time given
+  // or at Ctrl-C.
   const nowhere = `ws://127.0.0.1:${await freePort()}`;
   const alone = startNode({ url: nowhere, token }, 1);
   await exited(alone, 1);
   assert.match(alone.stdout.join('\n'), /cannot reach the coordinator/);
+  const patient = startNode({ url: nowhere, token }, 1, ['--rejoin', '2']);
+  await exited(patient, 1);
+  assert.match(patient.stdout.join('\n'), /gave up after 2 s \(--rejoin\); last: cannot reach the coordinator/);
   const waiting = startNode({ url: nowhere, token }, 1, ['--rejoin', '120']);
-  await waiting.line(/trying to rejoin/);
+  await waiting.line(/trying again/);
   waiting.child.kill('SIGINT');
   await exited(waiting, 130);
   assert.match(waiting.stdout.join('\n'), /stopped by SIGINT/);

@@ -19,13 +19,23 @@ import type { StepInbox } from './step-inbox.js';
 export interface SessionEnd {
   code: NodeExit;
   line: string;
-  /** The coordinator could not be reached, closed the connection or went silent (not a refusal or a failure of ours). */
+  /**
+   * The coordinator could not be reached (no answer: refused, reset, unreachable), went away
+   * (close code 1001 or 1006) or went silent. Not a refusal, a bad frame either way, or a
+   * deliberate drop (1008): a rejoin would meet those again.
+   */
   lost: boolean;
-  /** This node had joined the run before the end. */
-  joined: boolean;
+  /** This node took part in at least one committed step: a rejoin after this is progress, not a loop. */
+  committed: boolean;
 }
 
+/** Connection errors that mean nobody answers (yet) at the address: worth trying again. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EAI_AGAIN', 'EPIPE']);
+/** Close codes of a coordinator that went away (shut down without a goodbye, crashed, network gone). */
+const GONE = new Set([1001, 1006]);
+
 const SILENCE_MS = 60_000;
+
 /**
  * One connection to the coordinator: the handshake, the weights, the tasks and the commits, until
  * the run ends, the node leaves, or the coordinator is lost, refuses or fails it.
@@ -46,6 +56,8 @@ export class NodeSession {
   private readonly watchdog: NodeJS.Timeout;
   private readonly faults: NodeFaults;
   private exited = false;
+  private opened = false;
+  private committed = false;
 
   constructor(private readonly ws: WebSocket, private readonly args: NodeArgs, private readonly log: (line: string) => void, private readonly resolveEnd: (end: SessionEnd) => void) {
     this.faults = new NodeFaults(args.fault);
@@ -57,11 +69,17 @@ export class NodeSession {
     ws.on('ping', () => {
       this.lastHeard = Date.now();
     });
-    ws.on('error', (err) => this.exit(1, `cannot reach the coordinator at ${args.connect}: ${err.message}`, true));
+    ws.on('open', () => {
+      this.opened = true;
+    });
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      // After the connection is open, ws reports only frames it cannot accept.
+      if (this.opened) void this.exit(1, `the coordinator sent a bad frame: ${err.message}`);
+      else void this.exit(1, `cannot reach the coordinator at ${args.connect}: ${err.message}`, UNREACHABLE.has(err.code ?? ''));
+    });
     ws.on('close', (code, reason) => {
-      // 1008: the coordinator dropped this node on purpose (a bad frame, a deadline, a checksum), which a rejoin would repeat.
       if (this.shutdownReason !== null) void this.exit(0, `the coordinator ended the run: ${this.shutdownReason}`);
-      else void this.exit(1, `lost the coordinator (connection closed, code ${code}${reason.length ? `: ${reason.toString()}` : ''})`, code !== 1008);
+      else void this.exit(1, `lost the coordinator (connection closed, code ${code}${reason.length ? `: ${reason.toString()}` : ''})`, GONE.has(code));
     });
     this.watchdog = setInterval(() => {
       if (Date.now() - this.lastHeard > SILENCE_MS) this.exit(1, `the coordinator has been silent for ${SILENCE_MS / 1000} s`, true);
@@ -89,17 +107,21 @@ export class NodeSession {
     if (this.exited) return;
     this.exited = true;
     clearInterval(this.watchdog);
-    if (this.ws.readyState === this.ws.OPEN) this.ws.close(1000);
-    else if (this.ws.readyState === this.ws.CONNECTING) this.ws.terminate();
-    await this.pool?.close();
-    this.resolveEnd({ code, line, lost, joined: this.welcome !== null });
+    // A gone coordinator would not answer a close handshake, and the socket would hold this session (and its weights) meanwhile.
+    if (this.ws.readyState === this.ws.OPEN && !lost) this.ws.close(1000);
+    else this.ws.terminate();
+    try {
+      await this.pool?.close();
+    } finally {
+      this.resolveEnd({ code, line, lost, committed: this.committed });
+    }
   }
 
   private fail(err: unknown): void {
     void this.exit(1, err instanceof ProtocolError ? `the coordinator sent a bad message: ${errorMessage(err)}` : `failed: ${errorMessage(err)}`);
   }
 
-  /** Ctrl-C: tell the coordinator, which gives this node's slots to others, then go. */
+  /** Ctrl-C: tell the coordinator, which gives this node's slots to others, then go (nothing once the session is ending). */
   leave(why: string): void {
     if (this.exited) return;
     if (this.ws.readyState === this.ws.OPEN) this.send({ kind: 'leave', reason: why });
@@ -138,6 +160,7 @@ export class NodeSession {
       case 'train':
         return this.onTrain(m);
       case 'commit':
+        this.committed = true;
         return this.mirror!.commit(m.step, m.gradScale, m.adam, this.computing);
       case 'loss': {
         const { pool } = this.ready();

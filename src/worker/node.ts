@@ -25,13 +25,17 @@ export type NodeExit = 0 | 1 | 2 | 130;
 
 /** Pause between attempts to rejoin. */
 const REJOIN_EVERY_MS = 1000;
+/** An opening handshake that takes longer failed (a silent address would otherwise hold an attempt for minutes). */
+const HANDSHAKE_MS = 30_000;
 
 /**
  * A remote node: joins a run over WebSocket, mirrors the coordinator's weights and moments,
  * computes the slots it is given on its threads and streams their partial sums piece by piece,
  * then applies the step's reduced gradient with the same AdamW arithmetic as the coordinator.
- * With `rejoinSec`, a lost or unreachable coordinator is tried again (a coordinator restarted with
- * --resume on the same address takes the node back), so nodes may also start before it.
+ * With `rejoinSec`, a lost or unreachable coordinator is tried again for that long (a coordinator
+ * restarted with --resume on the same address takes the node back), so nodes may also start
+ * before it; the time counts from the first loss after a session that committed a step, so a node
+ * that is dropped again and again gives up.
  */
 export async function runNode(args: NodeArgs, log: (line: string) => void): Promise<NodeExit> {
   let url: URL;
@@ -44,12 +48,15 @@ export async function runNode(args: NodeArgs, log: (line: string) => void): Prom
   const ca = args.ca ? readFileSync(args.ca) : undefined;
   const rejoinMs = (args.rejoinSec ?? 0) * 1000;
   let session: NodeSession | null = null;
-  let stoppedBy: string | null = null;
-  let wake = () => {};
+  // An object, so the signal handler's writes are not lost to narrowing.
+  const stop: { by: string | null; wake: () => void } = { by: null, wake: () => {} };
   const onSignal = (signal: string) => {
-    stoppedBy = signal;
+    // A second signal gets the default handling (the process ends at once), as with process.once.
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    stop.by = signal;
     session?.leave(`stopped by ${signal}`);
-    wake();
+    stop.wake();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -58,31 +65,33 @@ export async function runNode(args: NodeArgs, log: (line: string) => void): Prom
     for (;;) {
       // A zero masking key: ws then neither copies nor masks each 4 MB frame, nor does the coordinator
       // unmask it. Masking guards caching proxies against scripts in a browser; this client is none.
-      const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS), ca, generateMask: (mask) => mask.fill(0) });
+      const ws = new WebSocket(url, {
+        perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS), ca, generateMask: (mask) => mask.fill(0), handshakeTimeout: HANDSHAKE_MS,
+      });
       const end = await new Promise<SessionEnd>((resolveEnd) => (session = new NodeSession(ws, args, log, resolveEnd)));
       session = null;
-      const retrying = end.lost && rejoinMs > 0 && stoppedBy === null;
-      if (!retrying) {
+      if (!end.lost || rejoinMs === 0 || stop.by !== null) {
         log(end.line);
-        return stoppedBy !== null ? 130 : end.code;
+        return end.lost && stop.by !== null ? 130 : end.code;
       }
-      if (end.joined || lostSince === null) {
-        lostSince = Date.now();
-        log(`${end.line}; trying to rejoin for up to ${rejoinMs / 1000} s`);
+      if (end.committed || lostSince === null) {
+        lostSince = performance.now();
+        log(`${end.line}; trying again for up to ${rejoinMs / 1000} s (--rejoin)`);
       }
-      if (Date.now() - lostSince > rejoinMs) {
-        log(`gave up: no coordinator at ${args.connect} for ${rejoinMs / 1000} s (--rejoin)`);
+      if (performance.now() - lostSince > rejoinMs) {
+        log(`gave up after ${rejoinMs / 1000} s (--rejoin); last: ${end.line}`);
         return 1;
       }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, REJOIN_EVERY_MS);
-        wake = () => {
+        stop.wake = () => {
           clearTimeout(timer);
           resolve();
         };
       });
-      if (stoppedBy !== null) {
-        log(`stopped by ${stoppedBy} while waiting to rejoin`);
+      stop.wake = () => {};
+      if (stop.by !== null) {
+        log(`stopped by ${stop.by} while waiting to rejoin`);
         return 130;
       }
     }
