@@ -33,6 +33,7 @@ import {
   BenchError, buildLan, commandExists, COORD, coordinatorLinkCounters, NAMESPACES, NODES, removeNamespaces, SHAPING, type Host, type LinkCounters,
 } from './lan-net.js';
 import { measureFloor, type Floor } from './lan-floor.js';
+import { markSteps } from './lan-marks.js';
 import { cpuSeconds, listeningUrl, live, MAIN, start, stop, waitAll } from './lan-procs.js';
 import { figures, printFloor, printLanSteps, printSummary, summarize, type RunName, type StepFigures, type WireTraffic } from './lan-report.js';
 
@@ -82,46 +83,6 @@ function trainArgs(opts: Options, runDir: string): string[] {
     'train', '--config', opts.config, '--out', runDir, '--max-steps', String(opts.steps + 1),
     '--eval-freq', '1000000', '--eval-iter', '1', '--checkpoint-every', '1000000', ...(opts.data ? ['--data', opts.data] : []),
   ];
-}
-
-/**
- * Marks the measured steps: a snapshot once step 0's evaluation record reaches metrics.jsonl (the
- * warm-up step and its evaluation are over), then one at each measured step's record (checked
- * every 5 ms: a 124M step takes seconds). Returns the snapshots, or why they do not bound the
- * measured steps one by one: the run ended first, a snapshot failed, another record (an
- * evaluation, a sample, a member event) came between them, or the steps were too short to tell apart.
- */
-function markSteps<T>(runDir: string, steps: number, snapshot: () => T): () => T[] | string {
-  const file = join(runDir, 'metrics.jsonl');
-  const marks: T[] = [];
-  let problem: string | null = null;
-  let handled = 0;
-  const timer = setInterval(() => {
-    try {
-      const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n') : [];
-      const before = marks.length;
-      // The last element is an unfinished line, or empty.
-      for (; handled < lines.length - 1 && problem === null && marks.length <= steps; handled++) {
-        const { type } = JSON.parse(lines[handled]!) as MetricRecord;
-        if (marks.length === 0) {
-          if (type === 'eval') marks.push(snapshot());
-        } else if (type === 'step') {
-          marks.push(snapshot());
-        } else {
-          problem = `a ${type} record came between the measured steps` +
-            (type === 'sample' ? ' (an epoch ended: use fewer --steps than an epoch has)' : type === 'member' ? ' (a node joined, left or lost its slots)' : '');
-        }
-      }
-      if (marks.length - before > 1) problem = 'steps too short to mark one by one (several in one 5 ms poll): use a larger --config';
-    } catch (err) {
-      problem = `marking the measured steps failed: ${(err as Error).message}`;
-    }
-    if (problem !== null || marks.length > steps) clearInterval(timer);
-  }, 5);
-  return () => {
-    clearInterval(timer);
-    return problem ?? (marks.length === steps + 1 ? marks : 'the run ended before its measured steps were seen');
-  };
 }
 
 /** A coordinator listening on `coord.addr` with two 1-thread nodes, each in its host's namespace. */
