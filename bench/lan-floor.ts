@@ -14,7 +14,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import { HEADER_BYTES, PIECE_FLOATS } from '../src/comm/frames.js';
+import { HEADER_BYTES, maxPayload, PIECE_FLOATS } from '../src/comm/frames.js';
 import { median } from '../src/math/stats.js';
 
 export type Pattern = 'star' | 'ring';
@@ -28,7 +28,7 @@ export function patternBytes(pattern: Pattern, nodeBytes: number): number[][] {
 
 /** The frames gpt-ddp streams: a piece of floats and its header. */
 const PIECE_BYTES = HEADER_BYTES + 4 * PIECE_FLOATS;
-const WS_OPTIONS = { perMessageDeflate: false, maxPayload: PIECE_BYTES + 1024 } as const;
+const WS_OPTIONS = { perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS) } as const;
 
 type ToPeer = { kind: 'connect'; index: number; ports: number[]; bytes: number[][] } | { kind: 'go' };
 type FromPeer = { kind: 'port'; port: number } | { kind: 'ready' } | { kind: 'done'; cpuSec: number };

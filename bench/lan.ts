@@ -23,11 +23,12 @@
  *                             [--data PATH] [--out DIR]
  * The runs go to --out DIR and stay there; without it, to a temporary directory removed at the end.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { MetricRecord, StepRecord } from '../src/coordinator/metrics.js';
+import type { StepRecord } from '../src/coordinator/metrics.js';
+import { readRun } from '../src/report/runs.js';
 import { median } from '../src/math/stats.js';
 import {
   BenchError, buildLan, commandExists, COORD, coordinatorLinkCounters, NAMESPACES, NODES, removeNamespaces, SHAPING, type Host, type LinkCounters,
@@ -152,9 +153,7 @@ async function runConfiguration(name: RunName, opts: Options, dir: string): Prom
 
 /** The step records of a run's metrics.jsonl after the warm-up step. */
 function measuredSteps(runDir: string, expected: number): StepRecord[] {
-  const records = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as MetricRecord);
-  const steps = records.filter((r): r is StepRecord => r.type === 'step').slice(1);
+  const steps = readRun(runDir).steps.slice(1);
   if (steps.length !== expected) throw new BenchError(`${runDir}/metrics.jsonl holds ${steps.length} measured steps, expected ${expected}`);
   return steps;
 }

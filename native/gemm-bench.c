@@ -1,9 +1,10 @@
 /*
  * Checks and times gemm.c (cc -O3 -ffp-contract=off native/gemm.c native/gemm-rows.c native/gemm-bench.c -lm).
  *   gemm-bench sweep          thousands of shapes on every ISA this CPU runs, against a double
- *                             reference, and a product's first and last rows alone against its
- *                             whole; one JSON line per ISA; exit 1 on a failure or if the avx512
- *                             and avx2 output bits differ.
+ *                             reference, and a product's first row, last row and first
+ *                             GEMM_FEW_ROWS rows alone against its whole; one JSON line per
+ *                             ISA; exit 1 on a failure or if the avx512 and avx2 output bits
+ *                             differ.
  *   gemm-bench speed [isa..]  GFLOP/s (median of repetitions) for the model's shapes.
  */
 #define _POSIX_C_SOURCE 200112L /* clock_gettime under -std=c11 too */

@@ -6,15 +6,9 @@
  * in increasing order), so the bits are the packed path's. Build with -ffp-contract=off.
  */
 #include "gemm-rows.h"
+#include "gemm-isa.h"
 #include <math.h>
 #include <string.h>
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define GEMM_X86 1
-#include <immintrin.h>
-#define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
-#define TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
 
 /* c[0..n) = fma(a, b[j], c[j]) for every j: one step of each element's chain. */
 typedef void (*axpy_fn)(size_t n, float a, const float *b, float *c);

@@ -3,21 +3,17 @@
  * MC rows of A (pack A) -> NR-wide B slivers (kept in L1) -> MR-tall A slivers (streamed from L2).
  * A micro-kernel keeps an MR x NR tile of C in registers; between k-blocks it reloads the tile from C
  * and continues the same fused chain, so the bits depend neither on the ISA nor on the block sizes.
+ * Products of at most GEMM_FEW_ROWS rows with B not transposed skip the packing (gemm-rows.c).
  * Build with -ffp-contract=off: the only fused operations are the explicit FMAs.
  */
 #include "gemm.h"
+#include "gemm-isa.h"
 #include "gemm-rows.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) /* 32-bit x86 has too few vector registers for these tiles */
-#define GEMM_X86 1
-#include <immintrin.h>
-#define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
-#define TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
 
 #define MR_MAX 14
 #define NR_MAX 32
@@ -243,11 +239,11 @@ void gemm_f32(int transA, int transB, size_t M, size_t N, size_t K, const float 
     for (size_t i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof *C);
     return;
   }
+  const isa_t *isa = current_isa();
   if (M <= GEMM_FEW_ROWS && !transB) {
-    current_isa()->few_rows(transA, M, N, K, A, lda, B, ldb, C, ldc);
+    isa->few_rows(transA, M, N, K, A, lda, B, ldb, C, ldc);
     return;
   }
-  const isa_t *isa = current_isa();
   const size_t mr = isa->mr, nr = isa->nr;
   const size_t kcMax = min_size(GEMM_KC, K);
   const size_t ncMax = round_up(min_size(GEMM_NC, N), nr), mcMax = round_up(min_size(GEMM_MC, M), mr);

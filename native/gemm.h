@@ -1,8 +1,8 @@
 /*
  * gpt-ddp's single-precision matrix product (our own code): packed panels, register-blocked
- * micro-kernels for AVX-512 and AVX2 picked at run time, and a portable C path.
- * Every element of C is one fused multiply-add chain over k = 0..K-1 in increasing order, so
- * all three paths give the same bits for the same inputs.
+ * micro-kernels for AVX-512 and AVX2 picked at run time, and a portable C path; products of a few
+ * rows stream B instead (gemm-rows.c). Every element of C is one fused multiply-add chain over
+ * k = 0..K-1 in increasing order, so all these paths give the same bits for the same inputs.
  */
 #ifndef GPT_DDP_GEMM_H
 #define GPT_DDP_GEMM_H

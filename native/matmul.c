@@ -58,7 +58,7 @@ static void describe(void *lib, const char *path) {
     char name[32] = "", version[32] = "";
     sscanf(config(), "%31s %31s", name, version);
     if (core) snprintf(blas_core, sizeof blas_core, "%s", core());
-    snprintf(blas_description, sizeof blas_description, "%s %s (%s)", name, version, core ? core() : "?");
+    snprintf(blas_description, sizeof blas_description, "%s %s (%s)", name, version, core ? blas_core : "?");
   } else if (blis_version) {
     snprintf(blas_description, sizeof blas_description, "BLIS %s", blis_version());
   } else if (dlsym(lib, "MKL_Get_Version_String")) {

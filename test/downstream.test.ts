@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Downstream } from '../src/comm/downstream.js';
 import { StepInbox } from '../src/worker/step-inbox.js';
-import { decodeFrame, denseFrame, denseValues, FRAME, framePool, peerFrame, reducedFrame, reducedRowsFrames } from '../src/comm/frames.js';
+import { denseFrame, denseValues, FRAME, framePool, peerFrame, reducedFrame, reducedRowsFrames } from '../src/comm/frames.js';
 import { roundToBf16 } from '../src/math/bf16.js';
 import { gradientPieces } from '../src/math/pieces.js';
 import { addInto } from '../src/math/reduce.js';
 import { Rng } from '../src/util/rng.js';
+import { tensorFrame } from './frame-helpers.js';
 
 /** A node as Downstream sees it: it keeps what it is sent (type, subtree, piece, values) and frees each frame. */
 class RecordingNode {
@@ -14,12 +15,11 @@ class RecordingNode {
   readonly values = new Map<string, Float32Array>();
 
   send(frame: Buffer, done?: () => void): void {
-    const f = decodeFrame(frame);
-    if (f.type === FRAME.control) throw new Error('a control frame');
-    const { type, a, b, c, d } = f.header;
+    const [header, payload] = tensorFrame(frame);
+    const { type, a, b, c, d } = header;
     const key = type === FRAME.peer ? `peer ${d} [${b}, ${c}) step ${a}` : `sum ${d} step ${a}`;
     this.got.push(key);
-    this.values.set(key, denseValues(f.header, f.payload, f.header.f, f.header.wire).slice());
+    this.values.set(key, denseValues(header, payload, header.f, header.wire).slice());
     done?.();
   }
 }
@@ -83,11 +83,6 @@ test('downstream: the owner of one half gets the other half\'s partial as it arr
 test('step inbox: our half plus the peer\'s gives the coordinator\'s bits in either order; frames out of turn are refused', () => {
   const pieces = gradientPieces([[0, 8]], 4);
   const model = { vocabSize: 10, contextLength: 4, embDim: 2, nHeads: 1, nLayers: 1, dropRate: 0, qkvBias: false };
-  const tensor = (f: Buffer) => {
-    const d = decodeFrame(f);
-    if (d.type === FRAME.control) throw new Error('a control frame');
-    return [d.header, d.payload] as const;
-  };
   const rng = new Rng(3);
   const random = () => Float32Array.from({ length: 4 }, () => rng.normal() * 1000);
   for (const wire of ['fp32', 'bf16'] as const) {
@@ -96,7 +91,7 @@ test('step inbox: our half plus the peer\'s gives the coordinator\'s bits in eit
     inbox.task([1], 2);
     const [a0, b0, a1, b1] = [random(), random(), random(), random()];
     // What the coordinator computes: the two partials as they crossed the wire, added, rounded in bf16.
-    const onWire = (x: Float32Array) => denseValues(...tensor(denseFrame({ type: FRAME.partial, wire, a: 0, b: 0, c: 1, d: 0, e: 0 }, x)), 4, wire).slice();
+    const onWire = (x: Float32Array) => denseValues(...tensorFrame(denseFrame({ type: FRAME.partial, wire, a: 0, b: 0, c: 1, d: 0, e: 0 }, x)), 4, wire).slice();
     const expected = (ours: Float32Array, theirs: Float32Array) => {
       const sum = addInto(onWire(theirs), onWire(ours));
       if (wire === 'bf16') roundToBf16(sum);
@@ -105,23 +100,23 @@ test('step inbox: our half plus the peer\'s gives the coordinator\'s bits in eit
     const want0 = expected(a0, b0);
     const want1 = expected(a1, b1);
     inbox.ours([1, 2], 0, a0.slice());
-    inbox.peer(...tensor(peerFrame(5, [0, 1], 0, b0, wire)));
-    inbox.peer(...tensor(peerFrame(5, [0, 1], 1, b1, wire)));
+    inbox.peer(...tensorFrame(peerFrame(5, [0, 1], 0, b0, wire)));
+    inbox.peer(...tensorFrame(peerFrame(5, [0, 1], 1, b1, wire)));
     inbox.ours([1, 2], 1, a1.slice());
     assert.deepEqual(reduced.subarray(0, 4), want0, `${wire}: ours first`);
     assert.deepEqual(reduced.subarray(4, 8), want1, `${wire}: the peer's first`);
-    assert.throws(() => inbox.peer(...tensor(peerFrame(5, [0, 1], 0, b0, wire))), /unexpected peer piece 0 of step 5/);
+    assert.throws(() => inbox.peer(...tensorFrame(peerFrame(5, [0, 1], 0, b0, wire))), /unexpected peer piece 0 of step 5/);
     assert.throws(() => inbox.complete(), /commit of step 5 before its reduced gradient/, 'the rows are missing');
-    for (const f of reducedRowsFrames(5, { rows: Int32Array.from([3]), values: Float32Array.from([1, 2]) }, 2, 4)) inbox.rows(...tensor(f));
+    for (const f of reducedRowsFrames(5, { rows: Int32Array.from([3]), values: Float32Array.from([1, 2]) }, 2, 4)) inbox.rows(...tensorFrame(f));
     assert.deepEqual([...inbox.complete().rows], [3]);
     // The sum may replace a peer frame once (its sender failed); never twice.
-    inbox.sum(...tensor(reducedFrame(5, 0, b0, wire)));
+    inbox.sum(...tensorFrame(reducedFrame(5, 0, b0, wire)));
     assert.deepEqual(reduced.subarray(0, 4), onWire(b0));
-    assert.throws(() => inbox.sum(...tensor(reducedFrame(5, 0, b0, wire))), /unexpected reduced piece 0 of step 5/);
+    assert.throws(() => inbox.sum(...tensorFrame(reducedFrame(5, 0, b0, wire))), /unexpected reduced piece 0 of step 5/);
   }
   const other = new StepInbox(5, new Float32Array(8), { pieces, model, pieceFloats: 4, wire: 'fp32' });
   other.task([0], 3);
-  assert.throws(() => other.peer(...tensor(peerFrame(5, [1, 3], 0, new Float32Array(4), 'fp32'))), /unexpected peer piece/, '[0, 1) is no half of 3 slots');
-  assert.throws(() => other.sum(...tensor(reducedFrame(4, 0, new Float32Array(4), 'fp32'))), /unexpected reduced piece 0 of step 4/);
-  assert.throws(() => other.rows(...tensor(reducedRowsFrames(6, { rows: new Int32Array(0), values: new Float32Array(0) }, 2, 4)[0]!)), /rows of step 6/);
+  assert.throws(() => other.peer(...tensorFrame(peerFrame(5, [1, 3], 0, new Float32Array(4), 'fp32'))), /unexpected peer piece/, '[0, 1) is no half of 3 slots');
+  assert.throws(() => other.sum(...tensorFrame(reducedFrame(4, 0, new Float32Array(4), 'fp32'))), /unexpected reduced piece 0 of step 4/);
+  assert.throws(() => other.rows(...tensorFrame(reducedRowsFrames(6, { rows: new Int32Array(0), values: new Float32Array(0) }, 2, 4)[0]!)), /rows of step 6/);
 });

@@ -1,18 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeFrame, denseFrame, FRAME, type TensorHeader } from '../src/comm/frames.js';
+import { denseFrame, FRAME } from '../src/comm/frames.js';
 import { StateLoad } from '../src/worker/state-load.js';
-
-const tensor = (f: Buffer): [TensorHeader, Buffer] => {
-  const d = decodeFrame(f);
-  if (d.type === FRAME.control) throw new Error('a control frame');
-  return [d.header, d.payload];
-};
+import { tensorFrame } from './frame-helpers.js';
 
 test('state load: each frame of each tensor once, where it belongs; the state-end only after all of them', () => {
   const tensors = [new Float32Array(10), new Float32Array(10), new Float32Array(10)];
   const load = new StateLoad(4, tensors, 4);
-  const frame = (b: number, d: number, values: number[], a = 4) => tensor(denseFrame({ type: FRAME.state, wire: 'fp32', a, b, c: 0, d, e: 0 }, Float32Array.from(values)));
+  const frame = (b: number, d: number, values: number[], a = 4) => tensorFrame(denseFrame({ type: FRAME.state, wire: 'fp32', a, b, c: 0, d, e: 0 }, Float32Array.from(values)));
   load.frame(...frame(1, 2, [7, 8]));
   assert.deepEqual([...tensors[1]!], [0, 0, 0, 0, 0, 0, 0, 0, 7, 8], 'the last piece of a tensor is short');
   assert.throws(() => load.frame(...frame(1, 2, [7, 8])), /unexpected state frame/, 'twice');

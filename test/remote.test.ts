@@ -1,18 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeFrame, denseFrame, FRAME, NonFiniteError, rowsFrame, type TensorHeader } from '../src/comm/frames.js';
+import { denseFrame, FRAME, NonFiniteError, rowsFrame } from '../src/comm/frames.js';
 import { Liveness } from '../src/comm/node-link.js';
 import { OwedSums } from '../src/comm/owed.js';
 import type { SlotStats } from '../src/comm/protocol.js';
 import type { TrainWork } from '../src/comm/threads.js';
 import { gradientPieces } from '../src/math/pieces.js';
 import { buildLayout, gradientRegions } from '../src/model/layout.js';
-
-const tensor = (f: Buffer): [TensorHeader, Buffer] => {
-  const d = decodeFrame(f);
-  if (d.type === FRAME.control) throw new Error('a control frame');
-  return [d.header, d.payload];
-};
+import { tensorFrame } from './frame-helpers.js';
 
 test('owed sums: each piece of each subtree once, rows only of its slots\' tokens, "trained" only after all of them', () => {
   const layout = buildLayout({ vocabSize: 10, contextLength: 4, embDim: 2, nHeads: 1, nLayers: 1, dropRate: 0, qkvBias: false });
@@ -22,8 +17,8 @@ test('owed sums: each piece of each subtree once, rows only of its slots\' token
   const work: TrainWork = { step: 3, slotCount: 4, dropout: { rate: 0, seed: 1 }, slots: [{ slot: 1, samples: [sample([1, 2, 3, 4])] }, { slot: 2, samples: [sample([5, 5, 6, 6])] }] };
   const owed = new OwedSums(7, work, { layout, pieces, wire: 'fp32', pieceFloats });
   const size = (d: number) => (pieces[d] ? pieces[d].end - pieces[d].start : 1);
-  const dense = (b: number, c: number, d: number, fill = 1) => tensor(denseFrame({ type: FRAME.partial, wire: 'fp32', a: 7, b, c, d, e: 0 }, new Float32Array(size(d)).fill(fill)));
-  const rows = (b: number, c: number, ids: number[]) => tensor(rowsFrame({ type: FRAME.partialRows, a: 7, b, c, d: 0, e: 1 }, { rows: Int32Array.from(ids), values: new Float32Array(2 * ids.length) }));
+  const dense = (b: number, c: number, d: number, fill = 1) => tensorFrame(denseFrame({ type: FRAME.partial, wire: 'fp32', a: 7, b, c, d, e: 0 }, new Float32Array(size(d)).fill(fill)));
+  const rows = (b: number, c: number, ids: number[]) => tensorFrame(rowsFrame({ type: FRAME.partialRows, a: 7, b, c, d: 0, e: 1 }, { rows: Int32Array.from(ids), values: new Float32Array(2 * ids.length) }));
 
   const first = owed.dense(...dense(1, 2, 0));
   assert.ok(first.kind === 'dense');

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AdamWMoments } from '../math/adamw.js';
+import { newMoments, type AdamWMoments } from '../math/adamw.js';
 import { parseRunConfig, type RunConfig } from '../model/config.js';
 import { initParams } from '../model/init.js';
 import { headBlockRanges, paramView, type ParamLayout, type ParamSpec } from '../model/layout.js';
@@ -22,7 +22,7 @@ export interface TrainerState {
   runId: string | null;
   /**
    * The directory of this step's checkpoint files, relative to the run directory; null at step 0
-   * of a run that started from its seed: its weights are initParams(config, seed) and its moments
+   * of a run that started from its seed: its weights are initParams(layout, seed) and its moments
    * zero, so they are made again rather than written (1.5 GB and 6 s for the 124M model).
    */
   checkpoint: string | null;
@@ -266,8 +266,8 @@ const hasFiles = (state: TrainerState): state is TrainerState & { checkpoint: st
 
 /** Loads a run directory's checkpoint for --resume (`state`: its trainer.json), checking the files belong together. */
 export function loadCheckpoint(dir: string, state: TrainerState, layout: ParamLayout): Checkpoint {
+  if (!hasFiles(state)) return { state, weights: initParams(layout, state.seed), moments: newMoments(layout.totalSize) };
   const weights = loadCheckpointWeights(dir, state, layout);
-  if (!hasFiles(state)) return { state, weights, moments: { m: new Float32Array(layout.totalSize), v: new Float32Array(layout.totalSize) } };
   const optimizer = readCheckpointFile(dir, state, OPTIMIZER_FILE);
   const optPath = join(dir, state.checkpoint, OPTIMIZER_FILE);
   for (const name of optimizer.tensors.keys()) {

@@ -116,7 +116,9 @@ export async function resumeRun(args: ResumeArgs): Promise<RunSetup> {
     config, configName: `${args.resume} (resumed at step ${state.step})`, source, data, fingerprint, layout,
     // A format-1 run gets an identity from its first new checkpoint on.
     runId: state.runId ?? randomBytes(16).toString('hex'), initFrom: state.initFrom ?? null,
-    outDir: args.resume, weights: ckpt.weights, moments: ckpt.moments, slots: state.slots,
+    outDir: args.resume, weights: ckpt.weights, slots: state.slots,
+    // Step 0 from the seed: no moments given, so the group writes its zeros itself rather than copying 1.3 GB of them.
+    moments: state.checkpoint === null ? undefined : ckpt.moments,
     start: { step: state.step, epoch: state.epoch, batchInEpoch: state.batchInEpoch, tokensSeen: state.tokensSeen, elapsedSec: state.elapsedSec },
   };
 }

@@ -1,10 +1,11 @@
 import type { AdamWMoments } from '../math/adamw.js';
 import { roundToBf16 } from '../math/bf16.js';
 import type { Piece } from '../math/pieces.js';
-import { clearRows, firstNonFinite, putRows, type SparseRows } from '../math/reduce.js';
+import { firstNonFinite, type SparseRows } from '../math/reduce.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { KernelChoice } from '../model/provider.js';
 import type { ParamLayout } from '../model/layout.js';
+import { errorMessage } from '../util/errors.js';
 import type { MemberEvent, MemberInfo, StepReport, StepRequest, WorkerGroup } from './group.js';
 import { LocalMember } from './member.js';
 import { Membership } from './membership.js';
@@ -52,7 +53,6 @@ export interface ClusterOptions {
 export class Cluster implements WorkerGroup {
   private readonly pool: ThreadPool;
   private readonly membership: Membership;
-  private backendName = '';
   private readonly wire: WireFormat;
   private readonly pieces: Piece[];
   /** Memory for the nodes' partial sums while they wait for their piece's sum, and for the frames of the sums. */
@@ -120,9 +120,10 @@ export class Cluster implements WorkerGroup {
     this.pool.publish(state.version);
     const { local } = this.membership;
     this.membership.step = state.version;
+    let backend: string | undefined;
     if (local) {
       const started = await this.pool.start();
-      this.backendName = started.backend;
+      backend = started.backend;
       local.info.backend = started.backend;
       local.info.kernels = started.kernels;
     }
@@ -131,8 +132,7 @@ export class Cluster implements WorkerGroup {
     await this.membership.admit(state.version);
     const threads = this.membership.live().reduce((n, m) => n + m.info.threads, 0);
     this.membership.fixSlots(this.opts.slots ?? Math.min(threads, this.opts.maxSlots));
-    this.backendName ||= this.membership.nodes[0]?.info.backend ?? this.opts.backend;
-    return this.backendName;
+    return backend ?? this.membership.nodes[0]?.info.backend ?? this.opts.backend;
   }
 
   /** Sends a node that joined mid-step what the others already have of the step's reduced gradient. */
@@ -151,7 +151,6 @@ export class Cluster implements WorkerGroup {
     const t0 = performance.now();
     const { layout } = this.opts;
     const D = layout.config.embDim;
-    const tok = this.pool.reduced.subarray(layout.tokEmb.offset, layout.tokEmb.offset + layout.tokEmb.size);
     const current = { step, pieces: [] as Piece[], rows: null as SparseRows | null };
     this.current = current;
     let reduceMs = 0;
@@ -165,12 +164,11 @@ export class Cluster implements WorkerGroup {
       for (const h of held[piece.index]!.splice(0)) this.frames.give(h.buffer);
       downstream.sum(group.nodes, piece, this.pool.reduced.subarray(piece.start, piece.end));
     }, (rows) => {
-      putRows(tok, rows, D);
       current.rows = rows;
       const frames = reducedRowsFrames(step, rows, D, this.pool.pieceFloats);
       for (const n of group.nodes) for (const f of frames) n.send(f);
     });
-    const { results, outcomes } = await runSlots<SlotStats>(this.membership, step, req.shards.map((_, s) => s), (member, slots, task) => {
+    const { results, outcomes } = await runSlots<SlotStats>(group, step, req.shards.map((_, s) => s), (member, slots, task) => {
       const node = member === group.local ? null : (member as RemoteNode);
       if (node) downstream.launch(node, slots);
       return member.train({ step, slotCount: group.slotCount, slots: slots.map((slot) => ({ slot, samples: req.shards[slot]! })), dropout: req.dropout }, (p) => {
@@ -203,9 +201,7 @@ export class Cluster implements WorkerGroup {
     const lossSum = ordered.reduce((s, r) => s + r.sampleLoss.reduce((a, b) => a + b, 0), 0);
     const gradScale = 1 / tokens;
     for (const n of group.nodes) n.commit(step, gradScale, req.adam);
-    await this.pool.adamw(step + 1, gradScale, req.adam);
-    clearRows(tok, current.rows!.rows, D);
-    this.pool.release();
+    await this.pool.applyStep(step, gradScale, req.adam, current.rows!);
     this.current = null;
     const t2 = performance.now();
     this.pool.publish(step + 1);
@@ -234,7 +230,7 @@ export class Cluster implements WorkerGroup {
         const theirs = await n.checksum(version, ours);
         if (theirs !== ours) this.membership.lose(n, `its weights after step ${version} differ from the coordinator's (checksum ${theirs.slice(0, 12)} vs ${ours.slice(0, 12)})`, 'diverged');
       } catch (err) {
-        this.membership.lose(n, (err as Error).message);
+        this.membership.lose(n, errorMessage(err));
       }
     }));
   }
@@ -253,7 +249,7 @@ export class Cluster implements WorkerGroup {
         return await member.generate(version, prompt, maxNewTokens);
       } catch (err) {
         if (member === this.membership.local) throw err;
-        this.membership.lose(member as RemoteNode, (err as Error).message);
+        this.membership.lose(member as RemoteNode, errorMessage(err));
       }
     }
   }

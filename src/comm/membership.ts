@@ -1,4 +1,5 @@
 import { assignSlots, type Capacity } from '../math/assign.js';
+import { errorMessage } from '../util/errors.js';
 import { WorkerError, type MemberEvent, type MemberInfo } from './group.js';
 import type { LocalMember, Member } from './member.js';
 import type { RemoteNode } from './remote.js';
@@ -108,7 +109,7 @@ export class Membership {
       try {
         await this.opts.welcome(node, version);
       } catch (err) {
-        node.close(`could not send it the weights: ${(err as Error).message}`);
+        node.close(`could not send it the weights: ${errorMessage(err)}`);
         continue;
       }
       // It may have gone while it loaded them, before its close handler below existed.
@@ -121,7 +122,7 @@ export class Membership {
   }
 
   /** Places the slots on the live members in proportion to their threads. */
-  rebalance(): void {
+  private rebalance(): void {
     const caps: Capacity[] = this.live().map((m) => ({ id: m.info.id, threads: m.info.threads }));
     this.assignment = caps.length > 0 ? assignSlots(this.slots, caps) : new Map();
   }
@@ -143,7 +144,7 @@ export class Membership {
   }
 
   /** No worker left: say so, then wait for a node to join (it receives the current state). */
-  async waitForWorkers(step: number): Promise<Member[]> {
+  private async waitForWorkers(step: number): Promise<Member[]> {
     const timeout = this.opts.waitTimeoutSec;
     const deadline = performance.now() + timeout * 1000;
     this.emit({ event: 'waiting', step, member: -1, host: '', threads: 0, reason: `no worker left; waiting up to ${timeout} s for a node to join` });

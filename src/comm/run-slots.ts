@@ -11,7 +11,7 @@ export function divergence(step: number, slots: number[]): WorkerError {
 }
 
 /** Starts one task: `slots` on `member`, numbered `task`; resolves with one result per slot. */
-export type StartTask<T> = (member: Member, slots: number[], task: number) => Promise<T[]>;
+type StartTask<T> = (member: Member, slots: number[], task: number) => Promise<T[]>;
 
 /**
  * Runs `slots` of `step` on the live members as placed, and re-places the slots of any node that

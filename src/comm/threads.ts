@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { AdamWMoments, AdamWOptions } from '../math/adamw.js';
 import { gradientPieces, type Piece } from '../math/pieces.js';
-import { addInto, addRows, takeRows, type SparseRows } from '../math/reduce.js';
+import { addInto, addRows, clearRows, putRows, takeRows, type SparseRows } from '../math/reduce.js';
 import { shardRange } from '../math/shard.js';
 import { maximalSubtrees, treeSum, type TreeNode } from '../math/tree.js';
 import type { BackendChoice, BackendName } from '../model/backend.js';
@@ -126,7 +126,7 @@ export class ThreadPool {
   }
 
   /** Returns the gradient buffers of finished steps for reuse (their partials are no longer read). */
-  release(): void {
+  private release(): void {
     this.free.push(...this.inUse.splice(0));
   }
 
@@ -199,10 +199,21 @@ export class ThreadPool {
     return (await this.run({ kind: 'generate', version, prompt, maxNewTokens }, 'worker 0', 'generation')).tokens;
   }
 
-  /** One AdamW step of `weights` and `moments` with the gradient in `reduced`, sharded over the threads. */
-  async adamw(t: number, gradScale: number, options: AdamWOptions): Promise<void> {
+  /**
+   * Step `step`'s update, the same arithmetic on the coordinator and on every node: the step's
+   * summed token-embedding rows go into `reduced` (its other rows stay zero), one AdamW step of
+   * `weights` and `moments` sharded over the threads, then the rows are cleared again and the
+   * step's gradient buffers released.
+   */
+  async applyStep(step: number, gradScale: number, options: AdamWOptions, rows: SparseRows): Promise<void> {
+    const { tokEmb, config } = this.opts.layout;
+    const tok = this.reduced.subarray(tokEmb.offset, tokEmb.offset + tokEmb.size);
+    putRows(tok, rows, config.embDim);
+    const t = step + 1;
     await Promise.all(shardRange(0, this.weights.length, this.threads).map(([start, end], k) =>
       this.run({ kind: 'adamw', start, end, t, gradScale, options }, `thread ${k}`, `optimizer step ${t}`)));
+    clearRows(tok, rows.rows, config.embDim);
+    this.release();
   }
 
   /** SHA-256 of the weights (hex). */

@@ -22,8 +22,14 @@ export function pageModules(webDir: string): string[] {
   return [...seen].sort();
 }
 
-/** Every script the page may load, by URL path: nothing else under the build is served. */
+let scripts: Map<string, string> | undefined;
+
+/** Every script the page may load, by URL path: nothing else under the build is served. Found once per process. */
 export function scriptFiles(): Map<string, string> {
+  return (scripts ??= findScripts());
+}
+
+function findScripts(): Map<string, string> {
   let modules: string[];
   try {
     modules = pageModules(WEB_DIR);

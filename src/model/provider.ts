@@ -44,8 +44,11 @@ export function resolveKernels(choice: KernelChoice): Installed {
   const ownGemm: Installed = { provider: 'native', description: `gpt-ddp GEMM (${isa})` };
   if (choice === 'native') return ownGemm;
   const blas = native.loadBlas();
-  if (!blas.loaded && choice === 'blas') throw new UsageError(`--kernels blas: ${blas.description}`);
-  if (!blas.loaded || (choice === 'auto' && !preferBlas(blas.core, isa))) return ownGemm;
+  if (!blas.loaded) {
+    if (choice === 'blas') throw new UsageError(`--kernels blas: ${blas.description}`);
+    return ownGemm;
+  }
+  if (choice === 'auto' && !preferBlas(blas.core, isa)) return ownGemm;
   return { provider: 'blas', description: `${blas.description} sgemm` };
 }
 

@@ -66,7 +66,6 @@ export function readRun(dir: string): RunData {
   return { dir, summary, steps, evals: records.filter((r): r is EvalRecord => r?.type === 'eval') };
 }
 
-
 /** One row of the comparison table. */
 export interface RunRow {
   label: string;

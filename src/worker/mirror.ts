@@ -2,8 +2,6 @@ import { FRAME, ProtocolError, type TensorHeader } from '../comm/frames.js';
 import type { WelcomeMessage } from '../comm/protocol.js';
 import type { ThreadPool } from '../comm/threads.js';
 import type { AdamWOptions } from '../math/adamw.js';
-import { clearRows, putRows } from '../math/reduce.js';
-import type { ParamLayout } from '../model/layout.js';
 import { StateLoad } from './state-load.js';
 import { StepInbox } from './step-inbox.js';
 
@@ -19,7 +17,7 @@ export class Mirror {
   /** What has arrived of the step's reduced gradient, from the weights' arrival on. */
   private current: StepInbox | null = null;
 
-  constructor(private readonly pool: ThreadPool, private readonly layout: ParamLayout, private readonly welcome: WelcomeMessage) {}
+  constructor(private readonly pool: ThreadPool, private readonly welcome: WelcomeMessage) {}
 
   /** The step's inbox; the weights must have arrived (no task may come before). */
   inbox(): StepInbox {
@@ -66,17 +64,9 @@ export class Mirror {
     if (step !== inbox.step) throw new ProtocolError(`commit of step ${step} while the weights are of step ${inbox.step}`);
     const rows = inbox.complete();
     await computing;
-    const { pool } = this;
-    const { tokEmb, config } = this.layout;
-    const D = config.embDim;
-    // The summed token-embedding rows go in place for the step and are cleared after it.
-    const tok = pool.reduced.subarray(tokEmb.offset, tokEmb.offset + tokEmb.size);
-    putRows(tok, rows, D);
-    await pool.adamw(step + 1, gradScale, adam);
-    clearRows(tok, rows.rows, D);
-    pool.release();
+    await this.pool.applyStep(step, gradScale, adam, rows);
     this.current = this.newInbox(step + 1);
-    pool.publish(step + 1);
+    this.pool.publish(step + 1);
   }
 
   private newInbox(step: number): StepInbox {

@@ -35,6 +35,8 @@ const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENET
 const GONE = new Set([1001, 1006]);
 
 const SILENCE_MS = 60_000;
+/** An address that takes longer to open a connection does not answer: lost, like a refused one. */
+const HANDSHAKE_MS = 30_000;
 
 /**
  * One connection to the coordinator: the handshake, the weights, the tasks and the commits, until
@@ -54,6 +56,7 @@ export class NodeSession {
   private queue: Promise<void> = Promise.resolve();
   private lastHeard = Date.now();
   private readonly watchdog: NodeJS.Timeout;
+  private readonly opening: NodeJS.Timeout;
   private readonly faults: NodeFaults;
   private exited = false;
   private opened = false;
@@ -69,8 +72,10 @@ export class NodeSession {
     ws.on('ping', () => {
       this.lastHeard = Date.now();
     });
+    this.opening = setTimeout(() => this.exit(1, `cannot reach the coordinator at ${args.connect}: no answer within ${HANDSHAKE_MS / 1000} s`, true), HANDSHAKE_MS);
     ws.on('open', () => {
       this.opened = true;
+      clearTimeout(this.opening);
     });
     ws.on('error', (err: NodeJS.ErrnoException) => {
       // After the connection is open, ws reports only frames it cannot accept.
@@ -107,6 +112,7 @@ export class NodeSession {
     if (this.exited) return;
     this.exited = true;
     clearInterval(this.watchdog);
+    clearTimeout(this.opening);
     // A gone coordinator would not answer a close handshake, and the socket would hold this session (and its weights) meanwhile.
     if (this.ws.readyState === this.ws.OPEN && !lost) this.ws.close(1000);
     else this.ws.terminate();
@@ -198,7 +204,7 @@ export class NodeSession {
     const layout = buildLayout(m.model);
     this.frames = framePool(m.pieceFloats);
     this.pool = new ThreadPool({ threads: this.args.threads, layout, backend: this.args.backend, kernels: this.args.kernels, withModel: true, pieceFloats: m.pieceFloats });
-    this.mirror = new Mirror(this.pool, layout, m);
+    this.mirror = new Mirror(this.pool, m);
     this.poolReady = this.pool.start();
     this.poolReady.catch(() => {});
     this.log(`joined ${this.args.connect} as node ${m.member}: ${layout.totalSize.toLocaleString('en-US')}-parameter model, ${this.args.threads} thread${this.args.threads === 1 ? '' : 's'}, ${m.wire} gradients; loading the weights`);

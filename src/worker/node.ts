@@ -25,8 +25,6 @@ export type NodeExit = 0 | 1 | 2 | 130;
 
 /** Pause between attempts to rejoin. */
 const REJOIN_EVERY_MS = 1000;
-/** An opening handshake that takes longer failed (a silent address would otherwise hold an attempt for minutes). */
-const HANDSHAKE_MS = 30_000;
 
 /**
  * A remote node: joins a run over WebSocket, mirrors the coordinator's weights and moments,
@@ -66,7 +64,7 @@ export async function runNode(args: NodeArgs, log: (line: string) => void): Prom
       // A zero masking key: ws then neither copies nor masks each 4 MB frame, nor does the coordinator
       // unmask it. Masking guards caching proxies against scripts in a browser; this client is none.
       const ws = new WebSocket(url, {
-        perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS), ca, generateMask: (mask) => mask.fill(0), handshakeTimeout: HANDSHAKE_MS,
+        perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS), ca, generateMask: (mask) => mask.fill(0),
       });
       const end = await new Promise<SessionEnd>((resolveEnd) => (session = new NodeSession(ws, args, log, resolveEnd)));
       session = null;
