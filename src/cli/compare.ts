@@ -28,7 +28,7 @@ export interface CompareArgs {
   quick: boolean;
 }
 
-/** `--quick`: the tiny model for 3 epochs, about two minutes for 1 and 2 workers here. */
+/** `--quick`: the tiny model for 3 epochs, under half a minute for 1 and 2 workers here. */
 const QUICK = { config: 'tiny', epochs: 3 };
 const SETTINGS_FILE = 'compare-settings.json';
 

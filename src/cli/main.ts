@@ -138,7 +138,7 @@ export function buildCli(argv: string[]) {
       out: { type: 'string', describe: 'comparison directory (default runs/compare-<timestamp>)' },
       'target-loss': { type: 'number', default: 2.0, describe: 'train loss whose time-to-reach the table reports', coerce: positiveNumber('target-loss') },
       force: { type: 'boolean', default: false, describe: 'recompute the runs this comparison made in --out; accept a non-empty --out that holds no comparison (its files are kept)' },
-      quick: { type: 'boolean', default: false, describe: 'the tiny config for 3 epochs (about two minutes)' },
+      quick: { type: 'boolean', default: false, describe: 'the tiny config for 3 epochs (under half a minute)' },
       backend: runtimeOptions.backend,
       kernels: runtimeOptions.kernels,
     }), async (a) => {
