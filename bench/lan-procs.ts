@@ -1,6 +1,6 @@
 /** bench:lan's processes: the CLI started in a namespace or not, their output, exits and CPU time. */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
@@ -19,6 +19,8 @@ export interface Exit {
 
 export interface Proc {
   name: string;
+  /** A node runs `gpt-ddp worker`; everything else is a coordinator (with or without local threads). */
+  role: 'coordinator' | 'node';
   child: ChildProcess;
   stdout: string[];
   stderr: string[];
@@ -44,7 +46,7 @@ function collect(stream: Readable, tail: string[], onLine: (line: string) => voi
 export function start(name: string, ns: string | null, args: string[]): Proc {
   const [cmd, argv]: [string, string[]] = ns ? ['ip', ['netns', 'exec', ns, process.execPath, MAIN, ...args]] : [process.execPath, [MAIN, ...args]];
   const child = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const proc: Proc = { name, child, stdout: [], stderr: [], exit: Promise.resolve({ code: null, signal: null }), killed: false, onLine: () => {} };
+  const proc: Proc = { name, role: args[0] === 'worker' ? 'node' : 'coordinator', child, stdout: [], stderr: [], exit: Promise.resolve({ code: null, signal: null }), killed: false, onLine: () => {} };
   proc.exit = new Promise((done) => {
     child.on('error', (err) => done({ code: null, signal: null, error: err.message }));
     child.on('close', (code, signal) => done({ code, signal }));
@@ -70,16 +72,46 @@ let clockTicks = 0;
 /** Clock ticks per second in /proc/PID/stat: asked once, when first needed, so a failing getconf is a bench error, not an import crash. */
 const clockTicksPerSec = () => (clockTicks ||= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })));
 
+/** User + system clock ticks in a /proc stat file (of a process: all its threads, exited ones included). */
+function statTicks(path: string): number {
+  const stat = readFileSync(path, 'utf8');
+  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
 /** CPU seconds (user + system, all threads) the processes have used so far. */
 export function cpuSeconds(pids: number[]): number {
-  let ticks = 0;
+  return pids.reduce((ticks, pid) => ticks + statTicks(`/proc/${pid}/stat`), 0) / clockTicksPerSec();
+}
+
+/** CPU seconds so far of processes' main threads, and of all their other live threads together. */
+export interface ThreadSplit {
+  main: number;
+  other: number;
+}
+
+/**
+ * The main thread (its id is the process id) moves a run's bytes: sockets, frames, sums and checks;
+ * the other threads are the compute threads and the runtime's helpers (GC, libuv). A thread that has
+ * exited is not counted (the runs keep theirs to the end).
+ */
+export function threadSplit(pids: number[]): ThreadSplit {
+  const split = { main: 0, other: 0 };
   for (const pid of pids) {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(fields[11]) + Number(fields[12]);
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      let ticks: number;
+      try {
+        ticks = statTicks(`/proc/${pid}/task/${tid}/stat`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // it exited since the listing
+        throw err;
+      }
+      if (Number(tid) === pid) split.main += ticks;
+      else split.other += ticks;
+    }
   }
-  return ticks / clockTicksPerSec();
+  return { main: split.main / clockTicksPerSec(), other: split.other / clockTicksPerSec() };
 }
 
 const succeeded = (e: Exit) => e.code === 0;

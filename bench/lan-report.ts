@@ -2,6 +2,7 @@
 import type { StepRecord } from '../src/coordinator/metrics.js';
 import { median } from '../src/math/stats.js';
 import type { Floor } from './lan-floor.js';
+import type { ThreadSplit } from './lan-procs.js';
 import { LINK_BYTES_PER_SEC } from './lan-net.js';
 
 export type RunName = 'lan' | 'loopback' | 'threads';
@@ -141,5 +142,24 @@ export function printFloor(rows: Summary[], floors: Floor[], cores: number): voi
     console.log(`floor, ${f.pattern}: the same bytes over loopback WebSockets, nothing else running: ${sec(f.cpuSec)} core-s per step (${sec(f.stepSec)} s); ` +
       `loopback step >= (threads CPU + floor) / ${cores} cores = ${sec(bound)} s = ${(bound / threads.stepSec).toFixed(2)} x threads step; ` +
       `${TARGET}x leaves ${sec(allowed - threads.cpuSec - f.cpuSec)} core-s per step for all else (loopback used ${sec(loopback.cpuSec - threads.cpuSec - f.cpuSec)})`);
+  }
+}
+
+/** A run's CPU per step by the role of its processes (the threads run has no nodes). */
+export interface RoleSplit {
+  coordinator: ThreadSplit;
+  node: ThreadSplit;
+}
+
+/**
+ * Where each run's CPU goes: the main threads move the bytes (sockets, frames, sums, checks), the
+ * other threads compute (and run AdamW, and the runtime's GC and I/O helpers).
+ */
+export function printThreadSplits(runs: Array<{ name: RunName; split: RoleSplit | null }>): void {
+  console.log('\ncpu by thread, core-s per measured step (mean from the first mark to the last; main threads move the bytes, the others compute):');
+  for (const { name, split } of runs) {
+    if (!split) continue;
+    const nodes = split.node.main + split.node.other > 0 ? `; nodes: main threads ${sec(split.node.main)}, other threads ${sec(split.node.other)}` : '';
+    console.log(`  ${name}: coordinator: main thread ${sec(split.coordinator.main)}, other threads ${sec(split.coordinator.other)}${nodes}`);
   }
 }

@@ -35,8 +35,8 @@ import {
 } from './lan-net.js';
 import { measureFloor, type Floor } from './lan-floor.js';
 import { markSteps } from './lan-marks.js';
-import { cpuSeconds, listeningUrl, live, MAIN, start, stop, waitAll } from './lan-procs.js';
-import { figures, printFloor, printLanSteps, printSummary, summarize, type RunName, type StepFigures, type WireTraffic } from './lan-report.js';
+import { cpuSeconds, listeningUrl, live, MAIN, start, stop, threadSplit, waitAll, type Proc, type ThreadSplit } from './lan-procs.js';
+import { figures, printFloor, printLanSteps, printSummary, printThreadSplits, summarize, type RoleSplit, type RunName, type StepFigures, type WireTraffic } from './lan-report.js';
 
 // ---------------------------------------------------------------- options
 
@@ -115,13 +115,22 @@ interface RunResult {
   wire: WireTraffic | null;
   /** CPU (user + system, all threads) of the run's processes per measured step (median). */
   cpuSec: number;
+  /** The same by role and thread, per measured step (mean: from the first mark to the last). */
+  split: RoleSplit | null;
 }
 
 /** What each mark reads: the CPU the run's processes have used, and on the LAN its link's counters. */
 interface Mark {
   cpuSec: number;
+  split: RoleSplit;
   link: LinkCounters | null;
 }
+
+const pidsOf = (procs: Proc[]) => procs.map((p) => p.child.pid!);
+const roleSplit = (procs: Proc[]): RoleSplit => ({
+  coordinator: threadSplit(pidsOf(procs.filter((p) => p.role === 'coordinator'))),
+  node: threadSplit(pidsOf(procs.filter((p) => p.role === 'node'))),
+});
 
 async function runConfiguration(name: RunName, opts: Options, dir: string): Promise<RunResult> {
   const runDir = join(dir, name);
@@ -129,7 +138,8 @@ async function runConfiguration(name: RunName, opts: Options, dir: string): Prom
   const t0 = performance.now();
   // Runs go one at a time, so the live processes are this run's.
   const marking = markSteps(runDir, opts.steps, (): Mark => ({
-    cpuSec: cpuSeconds([...live].map((p) => p.child.pid!)),
+    cpuSec: cpuSeconds(pidsOf([...live])),
+    split: roleSplit([...live]),
     link: name === 'lan' ? coordinatorLinkCounters() : null,
   }));
   let marks: Mark[] | string;
@@ -148,7 +158,13 @@ async function runConfiguration(name: RunName, opts: Options, dir: string): Prom
     steps: measuredSteps(runDir, opts.steps),
     wire: name === 'lan' ? { toCoordinator: perStep((x) => x.link!.toCoordinator), fromCoordinator: perStep((x) => x.link!.fromCoordinator) } : null,
     cpuSec: perStep((x) => x.cpuSec),
+    split: m ? meanSplit(m[0]!.split, m.at(-1)!.split, m.length - 1) : null,
   };
+}
+
+function meanSplit(first: RoleSplit, last: RoleSplit, steps: number): RoleSplit {
+  const per = (a: ThreadSplit, b: ThreadSplit) => ({ main: (b.main - a.main) / steps, other: (b.other - a.other) / steps });
+  return { coordinator: per(first.coordinator, last.coordinator), node: per(first.node, last.node) };
 }
 
 /** The step records of a run's metrics.jsonl after the warm-up step. */
@@ -172,15 +188,15 @@ async function bench(opts: Options): Promise<void> {
   mkdirSync(dir, { recursive: true });
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const results = new Map<RunName, { steps: StepFigures[]; wire: WireTraffic | null; cpuSec: number }>();
+  const results = new Map<RunName, { steps: StepFigures[]; wire: WireTraffic | null; cpuSec: number; split: RoleSplit | null }>();
   const floors: Floor[] = [];
   removeNamespaces();
   try {
     buildLan();
     process.stderr.write(`bench:lan: namespaces ${NAMESPACES.join(', ')}; every veth end shaped with tbf ${SHAPING.slice(2).join(' ')}\n`);
     for (const name of ['lan', 'loopback', 'threads'] as const) {
-      const { steps, wire, cpuSec } = await runConfiguration(name, opts, dir);
-      results.set(name, { steps: steps.map(figures), wire, cpuSec });
+      const { steps, wire, cpuSec, split } = await runConfiguration(name, opts, dir);
+      results.set(name, { steps: steps.map(figures), wire, cpuSec, split });
     }
     const nodeBytes = median(results.get('loopback')!.steps.flatMap((s) => s.nodes.map((n) => Math.max(n.sent, n.received))));
     for (const pattern of ['star', 'ring'] as const) {
@@ -198,6 +214,7 @@ async function bench(opts: Options): Promise<void> {
   const summaries = [...results].map(([name, r]) => summarize(name, r.steps, r.wire, r.cpuSec));
   printSummary(summaries, opts.steps);
   printFloor(summaries, floors, availableParallelism());
+  printThreadSplits([...results].map(([name, r]) => ({ name, split: r.split })));
 }
 
 async function main(): Promise<number> {
