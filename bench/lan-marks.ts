@@ -1,7 +1,6 @@
 /** When bench:lan reads a run's counters: at the edges of its measured steps, seen in its metrics.jsonl. */
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { MetricRecord } from '../src/coordinator/metrics.js';
+import { JsonlTail } from '../src/dashboard/tail.js';
 
 /**
  * Marks the measured steps: a snapshot once step 0's evaluation record reaches metrics.jsonl (the
@@ -11,17 +10,15 @@ import type { MetricRecord } from '../src/coordinator/metrics.js';
  * evaluation, a sample, a member event) came between them, or the steps were too short to tell apart.
  */
 export function markSteps<T>(runDir: string, steps: number, snapshot: () => T, everyMs = 5): () => T[] | string {
-  const file = join(runDir, 'metrics.jsonl');
+  const tail = new JsonlTail(join(runDir, 'metrics.jsonl'));
   const marks: T[] = [];
   let problem: string | null = null;
-  let handled = 0;
   const timer = setInterval(() => {
     try {
-      const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n') : [];
       const before = marks.length;
-      // The last element is an unfinished line, or empty.
-      for (; handled < lines.length - 1 && problem === null && marks.length <= steps; handled++) {
-        const { type } = JSON.parse(lines[handled]!) as MetricRecord;
+      // Complete lines only: a record still being written waits for the next poll.
+      for (const { type } of tail.read().records) {
+        if (problem !== null || marks.length > steps) break;
         if (marks.length === 0) {
           if (type === 'eval') marks.push(snapshot());
         } else if (type === 'step') {

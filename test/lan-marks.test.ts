@@ -20,7 +20,7 @@ function fakeRun() {
     dir,
     written: () => written,
     async append(...types: string[]) {
-      for (const type of types) appendFileSync(file, `${JSON.stringify({ type })}\n`);
+      for (const type of types) appendFileSync(file, `${JSON.stringify({ type, step: 0 })}\n`);
       written += types.length;
       await sleep(GAP_MS);
     },
@@ -38,7 +38,7 @@ test('markSteps: a mark at step 0\'s evaluation and at each measured step; what 
   await run.append('step');
   await run.append('eval');
   await run.appendRaw('{"type":"st');
-  await run.appendRaw('ep"}\n');
+  await run.appendRaw('ep","step":1}\n');
   await run.append('step');
   await run.append('step');
   await run.append('sample');

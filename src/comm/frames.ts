@@ -8,13 +8,14 @@
  *   partial-rows  node -> coordinator  a task, b lo, c hi, d part, e parts, f rows  token-embedding rows
  *   reduced       coordinator -> node  a step, d piece                            dense piece of the step's sum
  *   reduced-rows  coordinator -> node  a step, d part, e parts, f rows           its token-embedding rows
- *   state         coordinator -> node  a version, b tensor (0 weights, 1 m, 2 v), d piece
+ *   state         coordinator -> node  a version, b tensor (stateTensors: 0 weights, 1 m, 2 v), d piece
  *   peer          coordinator -> node  a step, b lo, c hi, d piece               dense piece of the other half's sum
  *
  * A node whose slots are one half of the reduction tree gets the other half's partial sum (a peer
  * frame) as soon as it arrives and adds its own, instead of waiting for the step's sum (see Downstream).
  */
 import { Packr } from 'msgpackr';
+import type { AdamWMoments } from '../math/adamw.js';
 import { fromBf16, toBf16 } from '../math/bf16.js';
 import { firstNonFinite, type SparseRows } from '../math/reduce.js';
 import type { TreeNode } from '../math/tree.js';
@@ -118,6 +119,9 @@ export function denseFrame(h: Omit<TensorHeader, 'f'>, values: Float32Array, int
   else new Float32Array(buf.buffer, at, values.length).set(values);
   return buf;
 }
+
+/** The tensors of a run's state in the order state frames number them (header field b). */
+export const stateTensors = (weights: Float32Array, moments: AdamWMoments): Float32Array[] => [weights, moments.m, moments.v];
 
 /** A frame of token-embedding rows (ids, then their float32 values). */
 export function rowsFrame(h: Omit<TensorHeader, 'f' | 'wire'>, rows: SparseRows): Buffer {

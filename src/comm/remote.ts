@@ -2,7 +2,7 @@ import type { WebSocket } from 'ws';
 import type { AdamWMoments, AdamWOptions } from '../math/adamw.js';
 import { median } from '../math/stats.js';
 import { errorMessage } from '../util/errors.js';
-import { CONTROL_BYTES, decodeFrame, denseFrame, FRAME, NonFiniteError, ProtocolError, sampleBytes } from './frames.js';
+import { CONTROL_BYTES, decodeFrame, denseFrame, FRAME, NonFiniteError, ProtocolError, sampleBytes, stateTensors } from './frames.js';
 import type { MemberInfo } from './group.js';
 import type { Member, SlotLoss } from './member.js';
 import { parseNodeMessage } from './messages.js';
@@ -162,7 +162,7 @@ export class RemoteNode implements Member {
     // It may fail while the frames still go out; it is awaited below.
     ready.catch(() => {});
     const step = this.ctx.pieceFloats;
-    const frames = [weights, moments.m, moments.v].flatMap((tensor, b) =>
+    const frames = stateTensors(weights, moments).flatMap((tensor, b) =>
       Array.from({ length: Math.ceil(tensor.length / step) }, (_, d) => () =>
         denseFrame({ type: FRAME.state, wire: 'fp32', a: version, b, c: 0, d, e: 0 }, tensor.subarray(d * step, (d + 1) * step))));
     await this.link.sendWindowed(frames, STATE_WINDOW);

@@ -1,7 +1,8 @@
-import { FRAME, ProtocolError, type TensorHeader } from '../comm/frames.js';
+import { FRAME, ProtocolError, stateTensors, type TensorHeader } from '../comm/frames.js';
 import type { WelcomeMessage } from '../comm/protocol.js';
 import type { ThreadPool } from '../comm/threads.js';
 import type { AdamWOptions } from '../math/adamw.js';
+import type { BackendName } from '../model/backend.js';
 import { StateLoad } from './state-load.js';
 import { StepInbox } from './step-inbox.js';
 
@@ -17,7 +18,13 @@ export class Mirror {
   /** What has arrived of the step's reduced gradient, from the weights' arrival on. */
   private current: StepInbox | null = null;
 
-  constructor(private readonly pool: ThreadPool, private readonly welcome: WelcomeMessage) {}
+  /** The threads starting while the weights arrive (its failure surfaces at the state-end). */
+  private readonly started: Promise<{ backend: BackendName; kernels: string }>;
+
+  constructor(private readonly pool: ThreadPool, private readonly welcome: WelcomeMessage) {
+    this.started = pool.start();
+    this.started.catch(() => {});
+  }
 
   /** The step's inbox; the weights must have arrived (no task may come before). */
   inbox(): StepInbox {
@@ -28,15 +35,15 @@ export class Mirror {
   /** The state message: the weights and moments of `version` follow as state frames. */
   state(version: number): void {
     const { weights, moments } = this.pool;
-    this.loading = new StateLoad(version, [weights, moments.m, moments.v], this.welcome.pieceFloats);
+    this.loading = new StateLoad(version, stateTensors(weights, moments), this.welcome.pieceFloats);
   }
 
-  /** The state-end: once every frame came and the threads have `started`, the weights are theirs to use. */
-  async stateEnd<T>(version: number, started: Promise<T>): Promise<T> {
+  /** The state-end: once every frame came and the threads have started, the weights are theirs to use; their backend and kernels. */
+  async stateEnd(version: number): Promise<{ backend: BackendName; kernels: string }> {
     if (this.loading?.version !== version) throw new ProtocolError('state-end without its state');
     this.loading.end();
     this.loading = null;
-    const threads = await started;
+    const threads = await this.started;
     this.current = this.newInbox(version);
     this.pool.publish(version);
     return threads;

@@ -44,7 +44,6 @@ const HANDSHAKE_MS = 30_000;
  */
 export class NodeSession {
   private pool: ThreadPool | null = null;
-  private poolReady: Promise<{ backend: string; kernels: string }> | null = null;
   private welcome: WelcomeMessage | null = null;
   private mirror: Mirror | null = null;
   private frames: FramePool | null = null;
@@ -205,8 +204,6 @@ export class NodeSession {
     this.frames = framePool(m.pieceFloats);
     this.pool = new ThreadPool({ threads: this.args.threads, layout, backend: this.args.backend, kernels: this.args.kernels, withModel: true, pieceFloats: m.pieceFloats });
     this.mirror = new Mirror(this.pool, m);
-    this.poolReady = this.pool.start();
-    this.poolReady.catch(() => {});
     this.log(`joined ${this.args.connect} as node ${m.member}: ${layout.totalSize.toLocaleString('en-US')}-parameter model, ${this.args.threads} thread${this.args.threads === 1 ? '' : 's'}, ${m.wire} gradients; loading the weights`);
   }
 
@@ -216,7 +213,7 @@ export class NodeSession {
   }
 
   private async onStateEnd(version: number): Promise<void> {
-    const { backend, kernels } = await this.mirror!.stateEnd(version, this.poolReady!);
+    const { backend, kernels } = await this.mirror!.stateEnd(version);
     this.send({ kind: 'ready', version, backend, kernels });
     this.log(`weights of step ${version} loaded; backend ${backend}, kernels: ${kernels}; training`);
   }
