@@ -74,6 +74,33 @@ static napi_value AddInto(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+VECTOR_CLONES static void add_to_range(float *restrict o, const float *restrict a, const float *restrict b, size_t n) {
+  for (size_t i = 0; i < n; i++) o[i] = a[i] + b[i];
+}
+
+static inline int overlap(const float *x, const float *y, size_t n) {
+  return x < y + n && y < x + n;
+}
+
+/* addTo(out, a, b): out[i] = a[i] + b[i] in float32; out may not overlap a or b (restrict). */
+static napi_value AddTo(napi_env env, napi_callback_info info) {
+  napi_value v[3];
+  if (!arguments_of(env, info, 3, v, "addTo")) return NULL;
+  float *o, *a, *b;
+  size_t no, na, nb;
+  if (!float_array(env, v[0], &o, &no) || !float_array(env, v[1], &a, &na) || !float_array(env, v[2], &b, &nb)) return NULL;
+  if (no != na || no != nb) {
+    napi_throw_range_error(env, NULL, "gpt-ddp native: addTo lengths differ");
+    return NULL;
+  }
+  if (no > 0 && (overlap(o, a, no) || overlap(o, b, no))) {
+    napi_throw_range_error(env, NULL, "gpt-ddp native: addTo output overlaps an operand");
+    return NULL;
+  }
+  add_to_range(o, a, b, no);
+  return NULL;
+}
+
 /* firstNonFinite(values): the index of the first NaN or infinity, or -1. */
 static napi_value FirstNonFinite(napi_env env, napi_callback_info info) {
   napi_value a[1];
@@ -167,7 +194,7 @@ static napi_value RoundToBf16(napi_env env, napi_callback_info info) {
 
 NAPI_MODULE_INIT() {
   static const exported_function fns[] = {
-    { "adamw", AdamW }, { "addInto", AddInto }, { "firstNonFinite", FirstNonFinite },
+    { "adamw", AdamW }, { "addInto", AddInto }, { "addTo", AddTo }, { "firstNonFinite", FirstNonFinite },
     { "toBf16", ToBf16 }, { "fromBf16", FromBf16 }, { "roundToBf16", RoundToBf16 },
   };
   if (!export_functions(env, exports, fns, sizeof fns / sizeof fns[0]) || !export_matmul(env, exports)) return NULL;

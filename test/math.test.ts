@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { adamwUpdate, newMoments } from '../src/math/adamw.js';
-import { addInto, addRows, firstNonFinite, putRows, takeRows } from '../src/math/reduce.js';
+import { addInto, addRows, addTo, firstNonFinite, putRows, takeRows } from '../src/math/reduce.js';
 import { kernelStatus, native } from '../src/native/kernels.js';
 import { fromBf16, roundToBf16, toBf16 } from '../src/math/bf16.js';
 import { shardBatch, shardRange } from '../src/math/shard.js';
@@ -125,6 +125,7 @@ test('the native kernels give the same bits as the JavaScript ones', (t) => {
   assert.ok(!bits(js.p).equals(bits(p)), 'the step changed the weights');
   const a = wide();
   assert.ok(bits(addInto(a.slice(), g, null)).equals(bits(addInto(a.slice(), g, kernels))), 'addInto');
+  for (const k of [null, kernels]) assert.ok(bits(addTo(new Float32Array(n), a, g, k)).equals(bits(addInto(a.slice(), g, k))), `addTo (${k ? 'native' : 'JavaScript'})`);
   for (const bad of [NaN, Infinity, -Infinity]) {
     const x = wide();
     x[70_001] = bad;
@@ -133,6 +134,9 @@ test('the native kernels give the same bits as the JavaScript ones', (t) => {
   }
   assert.equal(firstNonFinite(wide(), kernels), -1);
   assert.throws(() => kernels.addInto(new Float32Array(3), new Float32Array(4)), /lengths differ/);
+  assert.throws(() => kernels.addTo(new Float32Array(3), new Float32Array(3), new Float32Array(4)), /lengths differ/);
+  const shared = new Float32Array(8);
+  assert.throws(() => kernels.addTo(shared.subarray(0, 4), shared.subarray(2, 6), new Float32Array(4)), /overlaps/);
 });
 
 test('native bf16 conversions give the same bits as the JavaScript ones', (t) => {

@@ -94,16 +94,23 @@ test('the reducer gives the same bits for any decomposition and arrival order; a
   const grads = slotGradients(W, 80, 7);
   const reference = treeSum([0, W], ([lo, hi]) => (hi - lo === 1 ? grads[lo]!.slice() : undefined), addInto);
   const rows = (slot: number): SparseRows => ({ rows: Int32Array.from([slot, 10]), values: Float32Array.from([slot, slot, 1, 1]) });
-  const run = (owners: number[][], order: 'forward' | 'reverse', failFirst: boolean) => {
+  const run = (owners: number[][], order: 'forward' | 'reverse', failFirst: boolean, transient: boolean) => {
     const out = new Float32Array(80);
     let rowSum: SparseRows | null = null;
-    const reducer = new StepReducer(W, pieces, 2, (piece, sum) => out.set(sum, piece.start), (r) => (rowSum = r));
+    const kept = new Set<Float32Array>();
+    const store = { keep: (v: Float32Array) => { const c = v.slice(); kept.add(c); return c; }, release: (v: Float32Array) => assert.ok(kept.delete(v), 'released once, and only what was kept') };
+    const summed: number[] = [];
+    const reducer = new StepReducer(W, pieces, 2, (piece) => out.subarray(piece.start, piece.end), (piece) => summed.push(piece.index), (r) => (rowSum = r), store);
     const feed = (task: number, slots: number[], stop = Infinity) => {
       const items = maximalSubtrees(slots, W).flatMap((node) => [
         ...pieces.map((p) => ({ node, piece: p.index, data: treeSum(node, ([lo, hi]) => (hi - lo === 1 ? grads[lo]!.slice(p.start, p.end) : undefined), addInto) })),
       ]);
       const ordered = order === 'reverse' ? items.reverse() : items;
-      ordered.slice(0, stop).forEach((it) => reducer.add(task, { kind: 'dense', ...it }));
+      ordered.slice(0, stop).forEach((it) => {
+        reducer.add(task, { kind: 'dense', ...it }, transient);
+        // Transient memory is reused once the call returns: the reducer must not have kept it.
+        if (transient) it.data.fill(NaN);
+      });
       if (stop === Infinity) {
         for (const node of maximalSubtrees(slots, W)) {
           reducer.add(task, { kind: 'rows', node, rows: treeSum(node, ([lo, hi]) => (hi - lo === 1 ? rows(lo) : undefined), (a, b) => addRows(a, b, 2)) });
@@ -118,19 +125,23 @@ test('the reducer gives the same bits for any decomposition and arrival order; a
       feed(task, slots);
     });
     assert.ok(reducer.complete);
+    assert.deepEqual(summed.sort(), pieces.map((p) => p.index), 'each piece summed once');
+    assert.equal(kept.size, 0, 'every kept partial given back');
     return { out, rowSum: rowSum! as SparseRows };
   };
   const expectedRows = treeSum<SparseRows>([0, W], ([lo, hi]) => (hi - lo === 1 ? rows(lo) : undefined), (a, b) => addRows(a, b, 2));
   for (const owners of [[[0, 1, 2, 3, 4, 5]], [[0], [1], [2], [3], [4], [5]], [[0, 1, 2], [3, 4, 5]], [[1, 2], [0, 3], [4, 5]]]) {
     for (const order of ['forward', 'reverse'] as const) {
-      const { out, rowSum } = run(owners, order, true);
-      assert.ok(Buffer.from(out.buffer).equals(Buffer.from(reference.buffer)), `${JSON.stringify(owners)} ${order}`);
-      assert.deepEqual(rowSum, expectedRows);
+      for (const transient of [false, true]) {
+        const { out, rowSum } = run(owners, order, true, transient);
+        assert.ok(Buffer.from(out.buffer).equals(Buffer.from(reference.buffer)), `${JSON.stringify(owners)} ${order}${transient ? ' transient' : ''}`);
+        assert.deepEqual(rowSum, expectedRows);
+      }
     }
   }
   const sequential = grads.reduce((acc, g) => addInto(acc, g), new Float32Array(80));
   assert.ok(!Buffer.from(sequential.buffer).equals(Buffer.from(reference.buffer)), 'summation order matters: the test can tell');
-  const reducer = new StepReducer(4, pieces, 2, () => {}, () => {});
+  const reducer = new StepReducer(4, pieces, 2, (piece) => new Float32Array(piece.end - piece.start), () => {}, () => {});
   reducer.add(1, { kind: 'dense', node: [0, 2], piece: 0, data: new Float32Array(20) });
   assert.throws(() => reducer.add(2, { kind: 'dense', node: [1, 2], piece: 0, data: new Float32Array(20) }), /overlaps/);
 });

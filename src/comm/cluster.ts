@@ -154,20 +154,18 @@ export class Cluster implements WorkerGroup {
     const current = { step, pieces: [] as Piece[], rows: null as SparseRows | null };
     this.current = current;
     let reduceMs = 0;
-    // The nodes' partials of each piece, in pool memory until the piece is summed.
-    const held = this.pieces.map((): Float32Array[] => []);
     const downstream = new Downstream(step, group.slotCount, this.wire, this.pieces, this.frames);
-    const reducer = new StepReducer(group.slotCount, this.pieces, D, (piece, sum) => {
+    // A node's partial that waits for the rest of its piece is copied to pool memory (see FramePool).
+    const reducer = new StepReducer(group.slotCount, this.pieces, D, (piece) => this.pool.reduced.subarray(piece.start, piece.end), (piece) => {
+      const sum = this.pool.reduced.subarray(piece.start, piece.end);
       if (this.wire === 'bf16') roundToBf16(sum);
-      this.pool.reduced.set(sum, piece.start);
       current.pieces.push(piece);
-      for (const h of held[piece.index]!.splice(0)) this.frames.give(h.buffer);
-      downstream.sum(group.nodes, piece, this.pool.reduced.subarray(piece.start, piece.end));
+      downstream.sum(group.nodes, piece, sum);
     }, (rows) => {
       current.rows = rows;
       const frames = reducedRowsFrames(step, rows, D, this.pool.pieceFloats);
       for (const n of group.nodes) for (const f of frames) n.send(f);
-    });
+    }, { keep: (v) => this.frames.copy(v), release: (v) => this.frames.give(v.buffer) });
     const { results, outcomes } = await runSlots<SlotStats>(group, step, req.shards.map((_, s) => s), (member, slots, task) => {
       const node = member === group.local ? null : (member as RemoteNode);
       if (node) downstream.launch(node, slots);
@@ -183,9 +181,7 @@ export class Cluster implements WorkerGroup {
           reducer.add(task, p);
         } else {
           downstream.partial(task, node, group.nodes, p.node, p.piece, p.data, true);
-          const data = this.frames.copy(p.data);
-          held[p.piece]!.push(data);
-          reducer.add(task, { ...p, data });
+          reducer.add(task, p, true);
         }
         reduceMs += performance.now() - r0;
       });

@@ -1,5 +1,5 @@
 import type { Piece } from '../math/pieces.js';
-import { addInto, addRows, type SparseRows } from '../math/reduce.js';
+import { addInto, addRows, addTo, type SparseRows } from '../math/reduce.js';
 import { nodeKey, treeSplit, treeSum, type TreeNode } from '../math/tree.js';
 import type { Partial } from './protocol.js';
 
@@ -7,6 +7,8 @@ interface Stored<T> {
   task: number;
   node: TreeNode;
   value: T;
+  /** The value is a copy in the reducer's store, given back once summed or dropped. */
+  kept: boolean;
 }
 
 /** Partials of one piece (or of the rows) until they cover every slot. */
@@ -16,20 +18,27 @@ class Cover<T> {
 
   constructor(private readonly slotCount: number) {}
 
-  /** Adds a partial; returns the tree-ordered sum once every slot is covered. */
-  add(entry: Stored<T>, add: (a: T, b: T) => T): T | null {
+  /**
+   * Adds a partial; returns every part once the slots are covered. A partial that must wait for
+   * others is stored as `keep` makes it (a copy); the one that completes the cover is not.
+   */
+  add(task: number, node: TreeNode, value: T, keep?: (v: T) => T): Array<Stored<T>> | null {
     if (this.done) return null;
     for (const p of this.parts.values()) {
-      if (entry.node[0] < p.node[1] && p.node[0] < entry.node[1]) {
-        throw new Error(`partial sum for slots [${entry.node.join(', ')}) overlaps one already received`);
+      if (node[0] < p.node[1] && p.node[0] < node[1]) {
+        throw new Error(`partial sum for slots [${node.join(', ')}) overlaps one already received`);
       }
     }
-    this.parts.set(nodeKey(entry.node), entry);
-    if (!this.covers(0, this.slotCount)) return null;
-    const sum = treeSum([0, this.slotCount], (n) => this.parts.get(nodeKey(n))?.value, add);
+    const entry: Stored<T> = { task, node, value, kept: false };
+    this.parts.set(nodeKey(node), entry);
+    if (!this.covers(0, this.slotCount)) {
+      if (keep) Object.assign(entry, { value: keep(value), kept: true });
+      return null;
+    }
+    const parts = [...this.parts.values()];
     this.parts.clear();
     this.done = true;
-    return sum;
+    return parts;
   }
 
   private covers(lo: number, hi: number): boolean {
@@ -39,17 +48,27 @@ class Cover<T> {
     return this.covers(lo, mid) && this.covers(mid, hi);
   }
 
-  drop(task: number): void {
-    for (const [k, p] of this.parts) if (p.task === task) this.parts.delete(k);
+  /** Forgets a task's parts; returns them. */
+  drop(task: number): Array<Stored<T>> {
+    const dropped = [...this.parts].filter(([, p]) => p.task === task);
+    for (const [k] of dropped) this.parts.delete(k);
+    return dropped.map(([, p]) => p);
   }
+}
+
+/** Memory for the partials a reducer holds while the rest of their piece is on its way. */
+export interface PartialStore {
+  /** A copy of `values` that stays valid until released. */
+  keep(values: Float32Array): Float32Array;
+  release(kept: Float32Array): void;
 }
 
 /**
  * Reduces one step's partial sums in the canonical tree order, piece by piece as they arrive.
- * A piece is summed once partials covering every slot are in; the sum goes to `onPiece` (it may
- * reuse the first partial's memory). Partials of a task that failed are dropped from pieces not
- * yet summed, so the slots' new owners can send theirs: a summed piece does not change, since any
- * worker computes a slot's gradient to the same bits.
+ * A piece is summed once partials covering every slot are in: straight into `target(piece)`
+ * (the root's two halves added there), then `onPiece` is told. Partials of a task that failed are
+ * dropped from pieces not yet summed, so the slots' new owners can send theirs: a summed piece
+ * does not change, since any worker computes a slot's gradient to the same bits.
  */
 export class StepReducer {
   private readonly dense: Array<Cover<Float32Array>>;
@@ -57,9 +76,11 @@ export class StepReducer {
   private remaining: number;
 
   constructor(
-    slotCount: number, private readonly pieces: Piece[], private readonly width: number,
-    private readonly onPiece: (piece: Piece, sum: Float32Array) => void,
+    private readonly slotCount: number, private readonly pieces: Piece[], private readonly width: number,
+    private readonly target: (piece: Piece) => Float32Array,
+    private readonly onPiece: (piece: Piece) => void,
     private readonly onRows: (sum: SparseRows) => void,
+    private readonly store?: PartialStore,
   ) {
     this.dense = pieces.map(() => new Cover<Float32Array>(slotCount));
     this.rows = new Cover<SparseRows>(slotCount);
@@ -70,25 +91,51 @@ export class StepReducer {
     return this.remaining === 0;
   }
 
-  add(task: number, p: Partial): void {
+  /**
+   * A partial sum of task `task`. With `transient`, its dense values are copied to the store if
+   * they must wait for other partials (they live in memory that should not be held); otherwise
+   * they are used where they are until the piece is summed, and may be written over by the sum.
+   */
+  add(task: number, p: Partial, transient = false): void {
     if (p.kind === 'rows') {
-      const sum = this.rows.add({ task, node: p.node, value: p.rows }, (a, b) => addRows(a, b, this.width));
-      if (sum) {
+      const parts = this.rows.add(task, p.node, p.rows);
+      if (parts) {
         this.remaining -= 1;
-        this.onRows(sum);
+        this.onRows(this.sum(parts, (a, b) => addRows(a, b, this.width)));
       }
       return;
     }
-    const sum = this.dense[p.piece]!.add({ task, node: p.node, value: p.data }, addInto);
-    if (sum) {
-      this.remaining -= 1;
-      this.onPiece(this.pieces[p.piece]!, sum);
+    const store = transient ? this.store : undefined;
+    const parts = this.dense[p.piece]!.add(task, p.node, p.data, store && ((v) => store.keep(v)));
+    if (!parts) return;
+    this.remaining -= 1;
+    const piece = this.pieces[p.piece]!;
+    const out = this.target(piece);
+    const whole = parts.find((s) => s.node[0] === 0 && s.node[1] === this.slotCount);
+    if (whole) {
+      out.set(whole.value);
+    } else {
+      const mid = treeSplit(0, this.slotCount);
+      const half = (node: TreeNode) => this.sum(parts.filter((s) => s.node[0] >= node[0] && s.node[1] <= node[1]), addInto, node);
+      addTo(out, half([0, mid]), half([mid, this.slotCount]));
     }
+    this.release(parts);
+    this.onPiece(piece);
   }
 
   /** Forgets a failed task's partials in everything not yet summed. */
   drop(task: number): void {
-    for (const c of this.dense) c.drop(task);
+    for (const c of this.dense) this.release(c.drop(task));
     this.rows.drop(task);
+  }
+
+  /** The tree-ordered sum of `parts` over `root` (by default every slot). */
+  private sum<T>(parts: Array<Stored<T>>, add: (a: T, b: T) => T, root: TreeNode = [0, this.slotCount]): T {
+    const byNode = new Map(parts.map((s) => [nodeKey(s.node), s.value]));
+    return treeSum(root, (n) => byNode.get(nodeKey(n)), add);
+  }
+
+  private release(parts: Array<Stored<Float32Array>>): void {
+    for (const s of parts) if (s.kept) this.store!.release(s.value);
   }
 }

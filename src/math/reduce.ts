@@ -13,6 +13,17 @@ export function addInto(target: Float32Array, source: Float32Array, kernels: Nat
   return target;
 }
 
+/**
+ * out[i] = a[i] + b[i]: the sums addInto(a, b) would leave in a, written to `out` instead (which
+ * overlaps neither), so a sum lands where it is wanted without a copy.
+ */
+export function addTo(out: Float32Array, a: Float32Array, b: Float32Array, kernels: NativeKernels | null = native): Float32Array {
+  if (out.length !== a.length || out.length !== b.length) throw new Error(`addTo: ${out.length}, ${a.length}, ${b.length}`);
+  if (kernels) kernels.addTo(out, a, b);
+  else for (let i = 0; i < out.length; i++) out[i] = a[i]! + b[i]!;
+  return out;
+}
+
 /** Index of the first NaN or infinity in `values`, or -1. */
 export function firstNonFinite(values: Float32Array, kernels: NativeKernels | null = native): number {
   if (kernels) return kernels.firstNonFinite(values);

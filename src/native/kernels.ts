@@ -12,6 +12,8 @@ export interface NativeKernels {
     decay: number, stepSize: number, bc2Sqrt: number, oneMinusB1: number, beta2: number, oneMinusB2: number, eps: number, gradScale: number,
   ): void;
   addInto(target: Float32Array, source: Float32Array): void;
+  /** out[i] = a[i] + b[i]; out may not overlap a or b. */
+  addTo(out: Float32Array, a: Float32Array, b: Float32Array): void;
   /** Index of the first NaN or infinity, or -1. */
   firstNonFinite(values: Float32Array): number;
   toBf16(values: Float32Array, out: Uint16Array): void;

@@ -2,7 +2,7 @@ import { denseValues, ProtocolError, RowsAssembler, rowsPerFrame, type TensorHea
 import type { WireFormat } from '../comm/protocol.js';
 import { roundToBf16 } from '../math/bf16.js';
 import type { Piece } from '../math/pieces.js';
-import { addInto, type SparseRows } from '../math/reduce.js';
+import { addInto, addTo, type SparseRows } from '../math/reduce.js';
 import { maximalSubtrees, rootComplement, type TreeNode } from '../math/tree.js';
 import type { ModelConfig } from '../model/config.js';
 
@@ -63,9 +63,11 @@ export class StepInbox {
     if (!piece || !half || h.a !== this.step || h.b !== half.other[0] || h.c !== half.other[1] || half.theirs.has(h.d) || this.done.has(h.d)) {
       throw new ProtocolError(`unexpected peer piece ${h.d} of step ${h.a} for slots [${h.b}, ${h.c})`);
     }
-    this.reduced.set(denseValues(h, payload, piece.end - piece.start, this.ctx.wire), piece.start);
+    const theirs = denseValues(h, payload, piece.end - piece.start, this.ctx.wire);
     half.theirs.add(h.d);
-    this.addHalves(h.d);
+    // With our partial here already, the two add straight into place; else theirs waits there.
+    if (half.ours.has(h.d)) this.addHalves(h.d, theirs);
+    else this.reduced.set(theirs, piece.start);
   }
 
   /** A frame of the summed token-embedding rows. */
@@ -83,17 +85,18 @@ export class StepInbox {
   }
 
   /**
-   * A piece's sum from our half's partial and the other half's, once both are here: what the
-   * coordinator computes (in bf16, from the values as they crossed the wire).
+   * A piece's sum from our half's partial and the other half's (`theirs`, or already in place),
+   * once both are here: what the coordinator computes (in bf16, from the values as they crossed the wire).
    */
-  private addHalves(index: number): void {
+  private addHalves(index: number, theirs?: Float32Array): void {
     const half = this.half;
     const ours = half?.ours.get(index);
     if (!half || !ours || !half.theirs.has(index) || this.done.has(index)) return;
     const piece = this.ctx.pieces[index]!;
     const sum = this.reduced.subarray(piece.start, piece.end);
     if (this.ctx.wire === 'bf16') roundToBf16(ours);
-    addInto(sum, ours);
+    if (theirs) addTo(sum, theirs, ours);
+    else addInto(sum, ours);
     if (this.ctx.wire === 'bf16') roundToBf16(sum);
     this.done.add(index);
   }
