@@ -29,10 +29,10 @@ class Cover<T> {
         throw new Error(`partial sum for slots [${node.join(', ')}) overlaps one already received`);
       }
     }
-    const entry: Stored<T> = { task, node, value, kept: false };
-    this.parts.set(nodeKey(node), entry);
+    const key = nodeKey(node);
+    this.parts.set(key, { task, node, value, kept: false });
     if (!this.covers(0, this.slotCount)) {
-      if (keep) Object.assign(entry, { value: keep(value), kept: true });
+      if (keep) this.parts.set(key, { task, node, value: keep(value), kept: true });
       return null;
     }
     const parts = [...this.parts.values()];
