@@ -155,7 +155,7 @@ export class Cluster implements WorkerGroup {
     this.current = current;
     let reduceMs = 0;
     const downstream = new Downstream(step, group.slotCount, this.wire, this.pieces, this.frames);
-    // A node's partial that waits for the rest of its piece is copied to pool memory (see FramePool).
+    // A node's partial is copied to pool memory as it arrives (see FramePool and StepReducer.add).
     const reducer = new StepReducer(group.slotCount, this.pieces, D, (piece) => this.pool.reduced.subarray(piece.start, piece.end), (piece) => {
       const sum = this.pool.reduced.subarray(piece.start, piece.end);
       if (this.wire === 'bf16') roundToBf16(sum);

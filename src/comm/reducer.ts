@@ -19,8 +19,8 @@ class Cover<T> {
   constructor(private readonly slotCount: number) {}
 
   /**
-   * Adds a partial; returns every part once the slots are covered. A partial that must wait for
-   * others is stored as `keep` makes it (a copy); the one that completes the cover is not.
+   * Adds a partial, stored as `keep` makes it (a copy) when given; returns every part once the
+   * slots are covered. A partial of a piece already summed is ignored (a recomputed slot).
    */
   add(task: number, node: TreeNode, value: T, keep?: (v: T) => T): Array<Stored<T>> | null {
     if (this.done) return null;
@@ -29,12 +29,8 @@ class Cover<T> {
         throw new Error(`partial sum for slots [${node.join(', ')}) overlaps one already received`);
       }
     }
-    const key = nodeKey(node);
-    this.parts.set(key, { task, node, value, kept: false });
-    if (!this.covers(0, this.slotCount)) {
-      if (keep) this.parts.set(key, { task, node, value: keep(value), kept: true });
-      return null;
-    }
+    this.parts.set(nodeKey(node), keep ? { task, node, value: keep(value), kept: true } : { task, node, value, kept: false });
+    if (!this.covers(0, this.slotCount)) return null;
     const parts = [...this.parts.values()];
     this.parts.clear();
     this.done = true;
@@ -56,7 +52,7 @@ class Cover<T> {
   }
 }
 
-/** Memory for the partials a reducer holds while the rest of their piece is on its way. */
+/** Memory for copies of partials the reducer may not hold where they are. */
 export interface PartialStore {
   /** A copy of `values` that stays valid until released. */
   keep(values: Float32Array): Float32Array;
@@ -92,9 +88,10 @@ export class StepReducer {
   }
 
   /**
-   * A partial sum of task `task`. With `transient`, its dense values are copied to the store if
-   * they must wait for other partials (they live in memory that should not be held); otherwise
-   * they are used where they are until the piece is summed, and may be written over by the sum.
+   * A partial sum of task `task`. With `transient`, its dense values are copied to the store at
+   * once, so the message they came in is let go at once (on the coordinator, reading a node's
+   * frame in place until its piece was summed doubled V8's full collections: dearer than the
+   * copy); otherwise they are used where they are, and may be written over by the sum.
    */
   add(task: number, p: Partial, transient = false): void {
     if (p.kind === 'rows') {
