@@ -69,12 +69,14 @@ export function spawnCli(args: string[]): Proc {
 }
 
 /**
- * The tiny run the cluster tests train: a batch of 4 (room for 4 slots), evaluations, the nodes'
- * weights checked every step; `length` steps, an evaluation every `evalFreq`.
+ * The tiny run the cluster tests train: a batch of 4 (room for 4 slots), evaluations; `length`
+ * steps, an evaluation every `evalFreq`.
  */
 export function run(length = 4, evalFreq = 2): string[] {
-  return ['--config', 'tiny', '--batch-size', '4', '--max-steps', String(length), '--eval-freq', String(evalFreq), '--checksum-every', '1'];
+  return ['--config', 'tiny', '--batch-size', '4', '--max-steps', String(length), '--eval-freq', String(evalFreq)];
 }
+/** A coordinator's flags on top of run(): the nodes' weights checked every step. */
+export const CHECKED = ['--checksum-every', '1'];
 export const RUN = run();
 
 export interface Coordinator extends Proc {
@@ -85,7 +87,7 @@ export interface Coordinator extends Proc {
 
 /** Starts `train --listen 127.0.0.1:0` (in a new run directory unless resuming) and waits until it listens. */
 export async function startCoordinator(args: string[], out = join(tmp(), 'run')): Promise<Coordinator> {
-  const p = spawnCli(['train', '--listen', '127.0.0.1:0', ...(args.includes('--resume') ? [] : ['--out', out]), ...args]);
+  const p = spawnCli(['train', '--listen', '127.0.0.1:0', ...(args.includes('--resume') ? [] : ['--out', out, ...CHECKED]), ...args]);
   const listening = await p.line(/^listening on /);
   const url = /listening on (wss?:\/\/[^/\s]+:\d+)/.exec(listening)![1]!;
   const command = await p.line(/worker --connect/);

@@ -8,7 +8,7 @@ import { createTokenFile } from '../src/comm/auth.js';
 import type { MemberRecord } from '../src/coordinator/metrics.js';
 import { buildLayout } from '../src/model/layout.js';
 import { median } from '../src/math/stats.js';
-import { assertSameRun, exited, killAll, records, referenceRun, run, RUN, spawnCli, startCoordinator, startNode, stepsIn, tmp } from './cluster-helpers.js';
+import { assertSameRun, exited, killAll, records, CHECKED, referenceRun, run, RUN, spawnCli, startCoordinator, startNode, stepsIn, tmp } from './cluster-helpers.js';
 
 afterEach(killAll);
 
@@ -182,6 +182,7 @@ test('--wire bf16 halves the bytes on the wire and keeps the nodes identical to 
 
 test('nodes only, none at the start: the coordinator waits for one; a diverged run stops with one line', async () => {
   const c = await startCoordinator([...run(4)]);
+  assert.match(c.stdout.join('\n'), /listening on .*; waiting for 1 node\./, 'it says it waits');
   await new Promise((r) => setTimeout(r, 500));
   assert.equal(c.child.exitCode, null, 'still waiting for a node');
   const node = startNode(c, 1);
@@ -228,7 +229,7 @@ test('--rejoin: a node started before the coordinator joins it; the coordinator 
   await node.line(/cannot reach the coordinator.*trying again for up to 120 s/);
   const out = join(tmp(), 'run');
   const listen = ['--listen', `127.0.0.1:${port}`, '--token-file', token, '--nodes', '1'];
-  const c = spawnCli(['train', ...args, '--out', out, ...listen, '--checkpoint-every', '2']);
+  const c = spawnCli(['train', ...args, ...CHECKED, '--out', out, ...listen, '--checkpoint-every', '2']);
   await c.line(/Step 000004/);
   c.child.kill('SIGKILL');
   await node.line(/lost the coordinator.*trying again for up to 120 s/);

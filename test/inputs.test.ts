@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../src/cli/common.js';
@@ -58,6 +59,39 @@ test('empty, bare and repeated flags are refused by name', () => {
   refuses(root, ['train', ...RUN, '--backend', 'wasm', '--backend', 'wasm'], /--backend is given more than once/);
   refuses(root, ['compare', '--quick', '--max-steps', '2', '--out', 'a', '--out', 'b'], /--out is given more than once/);
   refuses(root, ['train', ...RUN, '--max-steps', '3'], /--max-steps is given more than once/);
+});
+
+test('bare or non-numeric numbers, timeouts beyond Node\'s timers, remote flags without --listen, a TLS pair that is none: refused', () => {
+  const root = scratchDir('remote-flags');
+  const listen = [...RUN.slice(0, 4), '--listen', '127.0.0.1:0'];
+  refuses(root, ['train', ...RUN, '--max-steps'], /--max-steps needs a value/);
+  refuses(root, ['train', ...listen, '--nodes', '--workers', '1'], /--nodes needs a value/);
+  refuses(root, ['worker', '--connect', 'ws://127.0.0.1:1', '--token-file', join(root, 't'), '--threads'], /--threads needs a value/);
+  refuses(root, ['train', ...RUN, '--seed', 'abc'], /--seed must be a non-negative integer, got something that is not a number/);
+  refuses(root, ['train', ...listen, '--nodes', '1', '--wait-timeout', '1e12'], /--wait-timeout must be at most 2147483 seconds/);
+  refuses(root, ['train', ...listen, '--nodes', '1', '--heartbeat-timeout', '1e6'], /--heartbeat-timeout must be at most 715827 seconds/);
+  for (const flag of ['wait-timeout', 'heartbeat-timeout', 'checksum-every']) refuses(root, ['train', ...RUN, `--${flag}`, '5'], new RegExp(`--${flag} needs --listen`));
+  const notPem = writeJson(join(root, '..', 'not.pem'), {});
+  refuses(root, ['train', ...listen, '--nodes', '1', '--tls-cert', notPem, '--tls-key', notPem], /--tls-cert .* and --tls-key .* are not a PEM certificate and its private key/);
+});
+
+test('a --listen port that is taken: one line naming it, exit 2, and no token left to block the corrected command', async () => {
+  const root = scratchDir('listen-taken');
+  const taken = createServer();
+  await new Promise<void>((done) => taken.listen(0, '127.0.0.1', done));
+  const { port } = taken.address() as AddressInfo;
+  try {
+    const out = join(root, 'run');
+    const args = (addr: string) => ['train', '--config', 'tiny', '--max-steps', '1', '--workers', '1', '--listen', addr, '--out', out];
+    const r = cli(args(`127.0.0.1:${port}`), root);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr.trim(), new RegExp(`^gpt-ddp: --listen 127.0.0.1:${port}: port ${port} is in use [^\\n]*$`));
+    assert.ok(!existsSync(join(out, 'token')), 'the token of a run that never started is removed');
+    const again = cli(args('127.0.0.1:0'), root);
+    assert.equal(again.status, 0, again.stderr);
+  } finally {
+    taken.close();
+  }
 });
 
 test('worker counts that cannot be used are refused', () => {
@@ -213,4 +247,23 @@ test('Ctrl-C during compare stops the whole comparison: no later run, no report,
   const report = cli(['report', join(out, 'workers-1'), '--out', join(root, 'report')], root);
   assert.equal(report.status, 0, report.stderr);
   assert.match(readFileSync(join(root, 'report', 'report.md'), 'utf8'), /\| 1 worker, interrupted at step \d+ \|/);
+});
+
+test('Ctrl-C while the coordinator waits for nodes: exit 130, one line saying no step was taken and how to start again', async () => {
+  const root = scratchDir('listen-sigint');
+  const out = join(root, 'run');
+  const child = spawn(process.execPath, [CLI, 'train', '--config', 'tiny', '--listen', '127.0.0.1:0', '--nodes', '1', '--out', out], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stdout.on('data', (d: Buffer) => {
+    const waiting = !/waiting for 1 node/.test(stdout);
+    stdout += d.toString();
+    if (waiting && /waiting for 1 node/.test(stdout)) child.kill('SIGINT');
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  assert.equal(code, 130, `${stdout}\n${stderr}`);
+  assert.match(stdout, /stopping before the first step/);
+  assert.doesNotMatch(stdout, /saving a checkpoint/);
+  assert.match(stderr.trim(), new RegExp(`^gpt-ddp: stopped before the first step; nothing to resume: start again with --out ${out} --force, or another --out$`));
 });

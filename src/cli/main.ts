@@ -14,7 +14,7 @@ import { runDashboard } from './dashboard.js';
 import { evaluateCheckpoint } from './evaluate.js';
 import { generateText } from './generate.js';
 import { inspect } from './inspect.js';
-import { checkSingleValues, nonNegativeInt, nonNegativeNumber, parseWorkerList, positiveInt, positiveNumber, threadCount } from './options.js';
+import { checkSingleValues, nonNegativeInt, nonNegativeNumber, parseWorkerList, positiveInt, positiveNumber, threadCount, timeoutSeconds } from './options.js';
 import { runTrain } from './train.js';
 import { readTokenFile } from '../comm/auth.js';
 import { runNode } from '../worker/node.js';
@@ -35,12 +35,20 @@ const runtimeOptions = {
   },
 } as const;
 
+/**
+ * Number options must be given a value: yargs would read a bare `--threads` (last on the line,
+ * or followed by another flag) as absent and quietly take the default.
+ */
+function valued<T extends Record<string, object>>(options: T): T {
+  return Object.fromEntries(Object.entries(options).map(([k, o]) => [k, 'type' in o && o.type === 'number' ? { ...o, requiresArg: true } : o])) as T;
+}
+
 const checkpointOption = {
   checkpoint: { type: 'string', demandOption: true, describe: 'a run directory, or a .safetensors file (with --config)' },
 } as const;
 
 function trainOptions(y: Argv) {
-  return y.options({
+  return y.options(valued({
     ...dataOptions,
     backend: runtimeOptions.backend,
     kernels: runtimeOptions.kernels,
@@ -62,15 +70,16 @@ function trainOptions(y: Argv) {
     nodes: { type: 'number', group: 'Remote nodes:', describe: 'nodes to wait for before the first step', coerce: nonNegativeInt('nodes') },
     'token-file': { type: 'string', group: 'Remote nodes:', describe: 'the run\'s secret (default: generated into the run directory as "token")' },
     wire: { choices: ['fp32', 'bf16'] as const, group: 'Remote nodes:', describe: 'gradient format on the network; bf16 halves the bytes but is not exact (default fp32)' },
-    'wait-timeout': { type: 'number', group: 'Remote nodes:', default: 600, describe: 'seconds to wait for a node when no worker is left', coerce: positiveNumber('wait-timeout') },
-    'heartbeat-timeout': { type: 'number', group: 'Remote nodes:', default: 20, describe: 'seconds of silence after which a node is lost', coerce: positiveNumber('heartbeat-timeout') },
+    'wait-timeout': { type: 'number', group: 'Remote nodes:', describe: 'seconds to wait for a node when no worker is left (default 600)', coerce: timeoutSeconds('wait-timeout') },
+    // A node's deadline for a reply is three heartbeat timeouts.
+    'heartbeat-timeout': { type: 'number', group: 'Remote nodes:', describe: 'seconds of silence after which a node is lost (default 20)', coerce: timeoutSeconds('heartbeat-timeout', 3) },
     'tls-cert': { type: 'string', group: 'Remote nodes:', describe: 'serve wss:// with this PEM certificate (with --tls-key)' },
     'tls-key': { type: 'string', group: 'Remote nodes:', describe: 'the PEM private key of --tls-cert' },
-    'checksum-every': { type: 'number', group: 'Remote nodes:', default: 10, describe: 'compare the nodes\' weights with the coordinator\'s every N steps (0: never)', coerce: nonNegativeInt('checksum-every') },
+    'checksum-every': { type: 'number', group: 'Remote nodes:', describe: 'compare the nodes\' weights with the coordinator\'s every N steps (0: never; default 10)', coerce: nonNegativeInt('checksum-every') },
     dashboard: { type: 'string', describe: 'serve a live dashboard of this run at [HOST:]PORT (HOST 127.0.0.1 unless given; beyond loopback it asks for the run\'s token)' },
     'piece-floats': { type: 'number', hidden: true, coerce: positiveInt('piece-floats') },
     fault: { type: 'string', hidden: true },
-  });
+  }));
 }
 
 export function buildCli(argv: string[]) {
@@ -88,7 +97,7 @@ export function buildCli(argv: string[]) {
       }, log);
       if (run.interrupted) process.exitCode = 130;
     })
-    .command('worker', 'join a training run as a remote node (the coordinator sends everything it needs)', (y) => y.options({
+    .command('worker', 'join a training run as a remote node (the coordinator sends everything it needs)', (y) => y.options(valued({
       connect: { type: 'string', demandOption: true, describe: 'the coordinator: ws://HOST:PORT (or wss://)' },
       'token-file': { type: 'string', demandOption: true, describe: 'the run\'s token, copied from the coordinator\'s run directory' },
       threads: { type: 'number', default: availableParallelism(), describe: 'worker threads on this machine', coerce: threadCount('threads') },
@@ -100,21 +109,21 @@ export function buildCli(argv: string[]) {
         describe: 'seconds to keep trying to join while the coordinator is unreachable or lost (restarted with --resume on the same address, or not up yet); 0: exit at once',
       },
       fault: { type: 'string', hidden: true },
-    }), async (a) => {
+    })), async (a) => {
       process.exitCode = await runNode({
         connect: a.connect, token: readTokenFile(a['token-file']), threads: a.threads ?? availableParallelism(), backend: a.backend, kernels: a.kernels, ca: a.ca,
         rejoinSec: a.rejoin, fault: a.fault,
       }, log);
     })
-    .command('evaluate', 'train and val loss of a checkpoint, as JSON', (y) => y.options({
+    .command('evaluate', 'train and val loss of a checkpoint, as JSON', (y) => y.options(valued({
       ...checkpointOption, ...dataOptions, ...runtimeOptions,
       batches: { type: 'number', describe: 'batches per split (default: the config\'s evalIter)', coerce: positiveInt('batches') },
-    }), async (a) => {
+    })), async (a) => {
       log(JSON.stringify(await evaluateCheckpoint({
         checkpoint: a.checkpoint, config: a.config, data: a.data, batches: a.batches, workers: a.workers ?? availableParallelism(), backend: a.backend, kernels: a.kernels,
       })));
     })
-    .command('generate', 'continue a prompt with a trained model', (y) => y.options({
+    .command('generate', 'continue a prompt with a trained model', (y) => y.options(valued({
       ...checkpointOption,
       config: dataOptions.config,
       prompt: { type: 'string', demandOption: true, describe: 'text to continue' },
@@ -124,13 +133,13 @@ export function buildCli(argv: string[]) {
       seed: { type: 'number', default: 123, describe: 'seed of the sampling', coerce: nonNegativeInt('seed') },
       backend: runtimeOptions.backend,
       kernels: runtimeOptions.kernels,
-    }), async (a) => {
+    })), async (a) => {
       log(await generateText({
         checkpoint: a.checkpoint, config: a.config, prompt: a.prompt, maxNewTokens: a['max-new-tokens'] ?? 50,
         temperature: a.temperature ?? 0, topK: a['top-k'] ?? 0, seed: a.seed ?? 123, backend: a.backend, kernels: a.kernels,
       }));
     })
-    .command('compare', 'train the same run with each worker count; plots and a table', (y) => y.options({
+    .command('compare', 'train the same run with each worker count; plots and a table', (y) => y.options(valued({
       ...dataOptions,
       workers: { type: 'string', default: '1,2', describe: 'comma-separated worker counts' },
       epochs: { type: 'number', describe: 'epochs (overrides the config)', coerce: positiveInt('epochs') },
@@ -141,7 +150,7 @@ export function buildCli(argv: string[]) {
       quick: { type: 'boolean', default: false, describe: 'the tiny config for 3 epochs (under half a minute)' },
       backend: runtimeOptions.backend,
       kernels: runtimeOptions.kernels,
-    }), async (a) => {
+    })), async (a) => {
       const report = await runCompare({
         workers: parseWorkerList(a.workers ?? '1,2'), config: a.config, epochs: a.epochs, maxSteps: a['max-steps'], out: a.out,
         data: a.data, backend: a.backend, kernels: a.kernels, targetLoss: a['target-loss'] ?? 2, force: a.force ?? false, quick: a.quick ?? false,
@@ -150,19 +159,19 @@ export function buildCli(argv: string[]) {
     })
     .command('report <runs..>', 'draw the comparison report from existing run directories', (y) => y
       .positional('runs', { type: 'string', array: true, demandOption: true, describe: 'run directories' })
-      .options({
+      .options(valued({
         out: { type: 'string', demandOption: true, describe: 'report directory' },
         'target-loss': { type: 'number', default: 2.0, describe: 'train loss whose time-to-reach the table reports', coerce: positiveNumber('target-loss') },
-      }), async (a) => {
+      })), async (a) => {
       log(reportTable(await runReport(a.runs as string[], a.out, a['target-loss'] ?? 2)));
     })
     .command('dashboard <runs..>', 'serve a live dashboard of run directories, finished or running, overlaid', (y) => y
       .positional('runs', { type: 'string', array: true, demandOption: true, describe: 'run directories' })
-      .options({
+      .options(valued({
         host: { type: 'string', default: '127.0.0.1', describe: 'address to listen on (beyond loopback, --token-file is required)' },
         port: { type: 'number', default: 6006, describe: 'port (0: any free one)', coerce: nonNegativeInt('port') },
         'token-file': { type: 'string', describe: 'the secret a browser signs in with (required with a non-loopback --host)' },
-      }), async (a) => {
+      })), async (a) => {
       await runDashboard({ runs: a.runs as string[], host: a.host, port: a.port ?? 6006, tokenFile: a['token-file'] }, log);
     })
     .command('inspect', 'print model and data sizes as JSON', (y) => y.options(dataOptions), async (a) => {
@@ -177,7 +186,8 @@ export function buildCli(argv: string[]) {
     .fail((msg, err) => {
       // yargs reports its own validation and our coerce errors as YError: both are usage errors.
       if (err && err.name !== 'YError') throw err;
-      throw new UsageError(err?.message ?? msg);
+      const bare = /^Not enough arguments following: (.+)$/.exec(msg ?? '');
+      throw new UsageError(bare ? `--${bare[1]} needs a value` : err?.message ?? msg);
     });
 }
 

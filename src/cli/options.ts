@@ -4,7 +4,8 @@ import { UsageError } from '../util/errors.js';
 function check(name: string, ok: (v: number) => boolean, expected: string) {
   return (v: number | undefined) => {
     if (Array.isArray(v)) throw new UsageError(`--${name} is given more than once`);
-    if (v !== undefined && !ok(v)) throw new UsageError(`--${name} must be ${expected}, got ${v}`);
+    // yargs turns text that is not a number into NaN and drops the text.
+    if (v !== undefined && !ok(v)) throw new UsageError(`--${name} must be ${expected}, got ${Number.isNaN(v) ? 'something that is not a number' : v}`);
     return v;
   };
 }
@@ -13,6 +14,23 @@ export const positiveInt = (name: string) => check(name, (v) => Number.isInteger
 export const nonNegativeInt = (name: string) => check(name, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer');
 export const positiveNumber = (name: string) => check(name, (v) => Number.isFinite(v) && v > 0, 'a positive number');
 export const nonNegativeNumber = (name: string) => check(name, (v) => Number.isFinite(v) && v >= 0, 'a non-negative number');
+
+/** The longest timer Node runs: a longer one fires at once (TimeoutOverflowWarning). */
+const MAX_TIMER_SEC = Math.floor((2 ** 31 - 1) / 1000);
+
+/**
+ * A timeout in seconds (positive) that becomes a timer of up to `timers` times its length, so it
+ * must fit Node's longest timer (about 24.8 days in all).
+ */
+export function timeoutSeconds(name: string, timers = 1) {
+  const base = positiveNumber(name);
+  const max = Math.floor(MAX_TIMER_SEC / timers);
+  return (v: number | undefined) => {
+    const s = base(v);
+    if (s !== undefined && s > max) throw new UsageError(`--${name} must be at most ${max} seconds, got ${s}`);
+    return s;
+  };
+}
 
 /** More threads than this is a typo, not a machine: each thread holds a copy of the model. */
 const MAX_THREADS = 256;

@@ -17,7 +17,7 @@ import { writeChart } from '../report/render.js';
 import { Interrupted, UsageError } from '../util/errors.js';
 import { isDirectory, writeFileAtomic } from '../util/files.js';
 import { DEFAULT_CONFIG, loadConfig, loadRunText, prepareOutDir, resolveConfigPath, type RunText, type TrainingOverrides } from './common.js';
-import { checkListenArgs, startListening, type ListenArgs } from './listen.js';
+import { CHECKSUM_EVERY, checkListenArgs, startListening, type ListenArgs } from './listen.js';
 import { checkRunFits, localThreads } from './run-checks.js';
 import { scriptFiles } from '../dashboard/assets.js';
 import { dashboardForRun, parseDashboardAddress } from './dashboard.js';
@@ -90,7 +90,7 @@ function describeEvent(e: MemberEvent): string {
     case 'start':
       return `local threads: ${e.threads}, backend ${e.backend}, kernels: ${e.kernels}`;
     case 'join':
-      return `${who} joined: ${e.threads} thread${e.threads === 1 ? '' : 's'}, backend ${e.backend}, kernels: ${e.kernels}; it works from step ${e.step}`;
+      return `${who} joined: ${e.threads} thread${e.threads === 1 ? '' : 's'}, backend ${e.backend}, kernels: ${e.kernels}; it can work from step ${e.step}`;
     case 'leave':
       return `${who} left at step ${e.step}: ${e.reason}`;
     case 'lost':
@@ -112,6 +112,8 @@ function memberLines(members: MemberInfo[], steps: StepRecord[]): string[] {
     const mine = steps.flatMap((s) => s.members.filter((x) => x.member === m.id && x.slots.length > 0));
     const med = (f: (x: MemberStep) => number) => median(mine.map(f));
     const name = m.kind === 'local' ? 'local threads' : `node ${m.id} ${m.host}`;
+    // A member that joined with every slot taken waits as a spare (it takes over a lost member's slots).
+    if (mine.length === 0) return `${name}: ${m.threads} thread${m.threads === 1 ? '' : 's'}, ${m.backend}; no slots in any step (a spare)`;
     return `${name}: ${m.threads} thread${m.threads === 1 ? '' : 's'}, ${m.backend}; median per step: compute ${med((x) => x.computeSec).toFixed(2)} s, ` +
       `wait ${med((x) => x.waitSec).toFixed(2)} s` + (m.kind === 'node' ? `, sent ${(med((x) => x.sentBytes) / MB).toFixed(1)} MB, received ${(med((x) => x.receivedBytes) / MB).toFixed(1)} MB` : '');
   });
@@ -136,31 +138,33 @@ async function trainRun(run: RunSetup, args: TrainArgs, log: (line: string) => v
   const total = totalSteps(config, data.train.size, args.maxSteps ?? null);
   const dashboard = args.dashboard === undefined ? null
     : await dashboardForRun(args.dashboard, { dir: outDir, label: basename(resolve(outDir)), totalSteps: total }, args.tokenFile, log);
-  let server: Awaited<ReturnType<typeof startListening>> | undefined;
-  try {
-    server = args.listen ? await startListening(args, layout, outDir, log) : undefined;
-  } catch (err) {
-    // An open dashboard would keep the process from exiting.
-    await dashboard?.close();
-    throw err;
-  }
+  // From here Ctrl-C stops the run cleanly: the nodes are told, and a run under way checkpoints.
   const stop = new AbortController();
-  const group = new Cluster({
-    layout, backend: args.backend, kernels: args.kernels ?? 'auto', localWorkers: localThreads(args), slots: run.slots, maxSlots: tc.batchSize,
-    server, nodes: args.nodes, wire: args.wire, pieceFloats: args.pieceFloats, waitTimeoutSec: args.waitTimeout,
-    checksumEvery: args.checksumEvery, fault: args.fault ?? null, stop: stop.signal,
-  });
   let starting = true;
-  group.onEvent((e) => {
-    if (starting) log(describeEvent(e));
-  });
-
   let stopRequested = false;
   const stopListening = onStopSignal(() => {
     stopRequested = true;
     stop.abort();
-    log('stopping after the current step, then saving a checkpoint (press Ctrl-C again to abort now)');
+    log(starting ? 'stopping before the first step (press Ctrl-C again to abort now)' : 'stopping after the current step, then saving a checkpoint (press Ctrl-C again to abort now)');
   });
+  let server: Awaited<ReturnType<typeof startListening>> | undefined;
+  try {
+    server = args.listen ? await startListening(args, layout, outDir, localThreads(args), log) : undefined;
+  } catch (err) {
+    stopListening();
+    // An open dashboard would keep the process from exiting.
+    await dashboard?.close();
+    throw err;
+  }
+  const group = new Cluster({
+    layout, backend: args.backend, kernels: args.kernels ?? 'auto', localWorkers: localThreads(args), slots: run.slots, maxSlots: tc.batchSize,
+    server, nodes: args.nodes, wire: args.wire, pieceFloats: args.pieceFloats, waitTimeoutSec: args.waitTimeout,
+    checksumEvery: args.checksumEvery ?? CHECKSUM_EVERY, fault: args.fault ?? null, stop: stop.signal,
+  });
+  group.onEvent((e) => {
+    if (starting) log(describeEvent(e));
+  });
+
   let reason = 'the run ended';
   try {
     const backend = await group.start({ weights: run.weights, moments: run.moments, version: run.start.step });
@@ -226,6 +230,11 @@ async function trainRun(run: RunSetup, args: TrainArgs, log: (line: string) => v
     reason = `the coordinator failed: ${(err as Error).message}`;
     if (stopRequested) {
       reason = 'the coordinator was stopped';
+      if (starting) {
+        throw new Interrupted(run.start.step > 0
+          ? `stopped before its first step here; the checkpoint of step ${run.start.step} is kept: continue with --resume ${outDir}`
+          : `stopped before the first step; nothing to resume: start again with --out ${outDir} --force, or another --out`);
+      }
       throw new Interrupted(`stopped: ${(err as Error).message}${server ? '; the last checkpoint is kept' : ''}`);
     }
     throw err;
