@@ -244,10 +244,10 @@ test('--rejoin: a node started before the coordinator joins it; the coordinator 
   const nowhere = `ws://127.0.0.1:${await freePort()}`;
   const alone = startNode({ url: nowhere, token }, 1);
   await exited(alone, 1);
-  assert.match(alone.stdout.join('\n'), /cannot reach the coordinator/);
+  assert.match(alone.stderr.join('\n'), /^gpt-ddp: cannot reach the coordinator/m);
   const patient = startNode({ url: nowhere, token }, 1, ['--rejoin', '2']);
   await exited(patient, 1);
-  assert.match(patient.stdout.join('\n'), /gave up after 2 s \(--rejoin\); last: cannot reach the coordinator/);
+  assert.match(patient.stderr.join('\n'), /^gpt-ddp: gave up after 2 s \(--rejoin\); last: cannot reach the coordinator/m);
   const waiting = startNode({ url: nowhere, token }, 1, ['--rejoin', '120']);
   await waiting.line(/trying again/);
   waiting.child.kill('SIGINT');

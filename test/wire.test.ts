@@ -27,7 +27,8 @@ test('a wrong token, a replayed handshake, a protocol mismatch: refused with one
   writeFileSync(wrong, 'not-the-token-of-this-run\n', { mode: 0o600 });
   const intruder = startNode({ url: c.url, token: wrong }, 1);
   await exited(intruder, 2);
-  assert.deepEqual(intruder.stdout.filter((l) => l.trim()), ['the coordinator refused this node: wrong token (check --token-file)']);
+  assert.deepEqual(intruder.stdout.filter((l) => l.trim()), []);
+  assert.deepEqual(intruder.stderr.filter((l) => l.trim()), ['gpt-ddp: the coordinator refused this node: wrong token (check --token-file)']);
   await c.line(/refused a node from 127\.0\.0\.1: wrong token/);
 
   const token = readFileSync(c.token, 'utf8').trim();
@@ -71,14 +72,15 @@ test('a node refuses a coordinator that speaks another protocol or cannot prove 
   const token = join(tmp(), 'token');
   writeFileSync(token, 'a-token-of-sixteen-or-more\n', { mode: 0o600 });
   for (const [protocol, pattern] of [
-    [PROTOCOL_VERSION + 1, new RegExp(`^the coordinator speaks protocol version ${PROTOCOL_VERSION + 1}, this node ${PROTOCOL_VERSION}: install the same gpt-ddp version on both$`)],
-    [PROTOCOL_VERSION, /^the coordinator could not prove it holds the token/],
+    [PROTOCOL_VERSION + 1, new RegExp(`^gpt-ddp: the coordinator speaks protocol version ${PROTOCOL_VERSION + 1}, this node ${PROTOCOL_VERSION}: install the same gpt-ddp version on both$`)],
+    [PROTOCOL_VERSION, /^gpt-ddp: the coordinator could not prove it holds the token/],
   ] as const) {
     const fake = await fakeCoordinator(protocol);
     try {
       const node = startNode({ url: fake.url, token }, 1);
       await exited(node, 2);
-      assert.match(node.stdout.filter((l) => l.trim()).join('\n'), pattern);
+      assert.deepEqual(node.stdout.filter((l) => l.trim()), []);
+      assert.match(node.stderr.filter((l) => l.trim()).join('\n'), pattern);
     } finally {
       // A server left open would keep this test file's process alive after a failure.
       fake.close();
@@ -281,7 +283,7 @@ test('wss:// with a certificate: a node that trusts it joins; one that does not 
   assert.match(c.url, /^wss:\/\//);
   const untrusting = startNode(c, 1);
   await exited(untrusting, 1);
-  assert.match(untrusting.stdout.join('\n'), /cannot reach the coordinator .*self[- ]signed|certificate/i);
+  assert.match(untrusting.stderr.join('\n'), /^gpt-ddp: cannot reach the coordinator .*(self[- ]signed|certificate)/im);
   const node = startNode(c, 1, ['--ca', cert]);
   await exited(c, 0);
   await exited(node, 0);

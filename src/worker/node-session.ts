@@ -10,6 +10,7 @@ import { PROTOCOL_VERSION, type CoordinatorMessage, type NodeMessage, type Parti
 import { ThreadPool } from '../comm/threads.js';
 import { buildLayout } from '../model/layout.js';
 import { errorMessage } from '../util/errors.js';
+import { connectFailure, notCoordinator } from './connect.js';
 import { Mirror } from './mirror.js';
 import { NodeFaults } from './node-faults.js';
 import type { NodeArgs, NodeExit } from './node.js';
@@ -61,7 +62,10 @@ export class NodeSession {
   private opened = false;
   private committed = false;
 
-  constructor(private readonly ws: WebSocket, private readonly args: NodeArgs, private readonly log: (line: string) => void, private readonly resolveEnd: (end: SessionEnd) => void) {
+  constructor(
+    private readonly ws: WebSocket, url: URL, private readonly args: NodeArgs, private readonly log: (line: string) => void,
+    private readonly resolveEnd: (end: SessionEnd) => void,
+  ) {
     this.faults = new NodeFaults(args.fault);
     ws.on('message', (data: Buffer) => {
       this.lastHeard = Date.now();
@@ -79,8 +83,10 @@ export class NodeSession {
     ws.on('error', (err: NodeJS.ErrnoException) => {
       // After the connection is open, ws reports only frames it cannot accept.
       if (this.opened) void this.exit(1, `the coordinator sent a bad frame: ${err.message}`);
-      else void this.exit(1, `cannot reach the coordinator at ${args.connect}: ${err.message}`, UNREACHABLE.has(err.code ?? ''));
+      else void this.exit(1, connectFailure(err, url, args.connect), UNREACHABLE.has(err.code ?? ''));
     });
+    // Something answered HTTP but did not upgrade: not a coordinator, and trying again would meet it again.
+    ws.on('unexpected-response', (_req, res) => void this.exit(1, notCoordinator(args.connect, res.statusCode)));
     ws.on('close', (code, reason) => {
       if (this.shutdownReason !== null) void this.exit(0, `the coordinator ended the run: ${this.shutdownReason}`);
       else void this.exit(1, `lost the coordinator (connection closed, code ${code}${reason.length ? `: ${reason.toString()}` : ''})`, GONE.has(code));
@@ -129,6 +135,11 @@ export class NodeSession {
   /** Ctrl-C: tell the coordinator, which gives this node's slots to others, then go (nothing once the session is ending). */
   leave(why: string): void {
     if (this.exited) return;
+    // Before the welcome this node is no member: the coordinator expects a hello, not a leave.
+    if (!this.welcome) {
+      void this.exit(130, `${why} before joining the run at ${this.args.connect} (no handshake completed)`);
+      return;
+    }
     if (this.ws.readyState === this.ws.OPEN) this.send({ kind: 'leave', reason: why });
     void this.exit(130, `left the run (${why})`);
   }

@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
 import { WebSocket } from 'ws';
 import { maxPayload, PIECE_FLOATS } from '../comm/frames.js';
 import type { BackendChoice } from '../model/backend.js';
 import type { KernelChoice } from '../model/provider.js';
 import { UsageError } from '../util/errors.js';
+import { parseConnect, readCa } from './connect.js';
 import { NodeSession, type SessionEnd } from './node-session.js';
 
 export interface NodeArgs {
@@ -23,6 +23,18 @@ export interface NodeArgs {
 /** Exit codes: 0 the run ended, 1 lost the coordinator or failed, 2 refused, 130 stopped by a signal. */
 export type NodeExit = 0 | 1 | 2 | 130;
 
+/**
+ * The end of a session as the CLI reports it: the run's end and a stop are progress, told on
+ * stdout; a failure is thrown, so that it reaches stderr as `gpt-ddp: ...` with its exit code like
+ * every other error (a refusal, 2, is the user's: wrong token file or another gpt-ddp version).
+ */
+function finish(code: NodeExit, line: string, log: (line: string) => void): 0 | 130 {
+  if (code === 1) throw new Error(line);
+  if (code === 2) throw new UsageError(line);
+  log(line);
+  return code;
+}
+
 /** Pause between attempts to rejoin. */
 const REJOIN_EVERY_MS = 1000;
 
@@ -33,17 +45,12 @@ const REJOIN_EVERY_MS = 1000;
  * With `rejoinSec`, a lost or unreachable coordinator is tried again for that long (a coordinator
  * restarted with --resume on the same address takes the node back), so nodes may also start
  * before it; the time counts from the first loss after a session that committed a step, so a node
- * that is dropped again and again gives up.
+ * that is dropped again and again gives up. Resolves with the exit code of an end or a stop (0,
+ * 130); throws what failed (see `finish`).
  */
-export async function runNode(args: NodeArgs, log: (line: string) => void): Promise<NodeExit> {
-  let url: URL;
-  try {
-    url = new URL(args.connect);
-  } catch {
-    throw new UsageError(`--connect ${args.connect} is not a URL (expected ws://HOST:PORT or wss://HOST:PORT)`);
-  }
-  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new UsageError(`--connect must be a ws:// or wss:// URL, got ${args.connect}`);
-  const ca = args.ca ? readFileSync(args.ca) : undefined;
+export async function runNode(args: NodeArgs, log: (line: string) => void): Promise<0 | 130> {
+  const url = parseConnect(args.connect);
+  const ca = readCa(args.ca, url);
   const rejoinMs = (args.rejoinSec ?? 0) * 1000;
   let session: NodeSession | null = null;
   // An object, so the signal handler's writes are not lost to narrowing.
@@ -66,20 +73,14 @@ export async function runNode(args: NodeArgs, log: (line: string) => void): Prom
       const ws = new WebSocket(url, {
         perMessageDeflate: false, maxPayload: maxPayload(PIECE_FLOATS), ca, generateMask: (mask) => mask.fill(0),
       });
-      const end = await new Promise<SessionEnd>((resolveEnd) => (session = new NodeSession(ws, args, log, resolveEnd)));
+      const end = await new Promise<SessionEnd>((resolveEnd) => (session = new NodeSession(ws, url, args, log, resolveEnd)));
       session = null;
-      if (!end.lost || rejoinMs === 0 || stop.by !== null) {
-        log(end.line);
-        return end.lost && stop.by !== null ? 130 : end.code;
-      }
+      if (!end.lost || rejoinMs === 0 || stop.by !== null) return finish(end.lost && stop.by !== null ? 130 : end.code, end.line, log);
       if (end.committed || lostSince === null) {
         lostSince = performance.now();
         log(`${end.line}; trying again for up to ${rejoinMs / 1000} s (--rejoin)`);
       }
-      if (performance.now() - lostSince > rejoinMs) {
-        log(`gave up after ${rejoinMs / 1000} s (--rejoin); last: ${end.line}`);
-        return 1;
-      }
+      if (performance.now() - lostSince > rejoinMs) return finish(1, `gave up after ${rejoinMs / 1000} s (--rejoin); last: ${end.line}`, log);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, REJOIN_EVERY_MS);
         stop.wake = () => {
