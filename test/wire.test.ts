@@ -145,7 +145,7 @@ test('a node owning half the tree takes the other half\'s partials once each, an
       const node = startNode({ url: fake.url, token }, 1);
       await exited(node, 1);
       assert.match(node.stdout.join('\n'), /weights of step 0 loaded/, `${what}: the node was admitted`);
-      assert.match(node.stdout.join('\n'), new RegExp(`the coordinator sent a bad message: ${pattern.source}`), what);
+      assert.match(node.stderr.join('\n'), new RegExp(`^gpt-ddp: the coordinator sent a bad message: ${pattern.source}`, 'm'), what);
     } finally {
       fake.close();
     }
