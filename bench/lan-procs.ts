@@ -8,10 +8,10 @@ import { fileURLToPath } from 'node:url';
 import { BenchError } from './lan-net.js';
 
 /** The repository root (this file runs as dist/bench/lan-procs.js) and the CLI it starts. */
-export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const MAIN = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 
-export interface Exit {
+interface Exit {
   code: number | null;
   signal: string | null;
   error?: string;

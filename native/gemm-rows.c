@@ -6,7 +6,6 @@
  * in increasing order), so the bits are the packed path's. Build with -ffp-contract=off.
  */
 #include "gemm-rows.h"
-#include "gemm-isa.h"
 #include <math.h>
 #include <string.h>
 

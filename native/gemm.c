@@ -7,13 +7,11 @@
  * Build with -ffp-contract=off: the only fused operations are the explicit FMAs.
  */
 #include "gemm.h"
-#include "gemm-isa.h"
 #include "gemm-rows.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
 
 #define MR_MAX 14
 #define NR_MAX 32

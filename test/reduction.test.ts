@@ -141,7 +141,7 @@ test('the reducer gives the same bits for any decomposition and arrival order; a
   }
   const sequential = grads.reduce((acc, g) => addInto(acc, g), new Float32Array(80));
   assert.ok(!Buffer.from(sequential.buffer).equals(Buffer.from(reference.buffer)), 'summation order matters: the test can tell');
-  const reducer = new StepReducer(4, pieces, 2, (piece) => new Float32Array(piece.end - piece.start), () => {}, () => {});
+  const reducer = new StepReducer(4, pieces, 2, (piece) => new Float32Array(piece.end - piece.start), () => {}, () => {}, { keep: (v) => v.slice(), release: () => {} });
   reducer.add(1, { kind: 'dense', node: [0, 2], piece: 0, data: new Float32Array(20) });
   assert.throws(() => reducer.add(2, { kind: 'dense', node: [1, 2], piece: 0, data: new Float32Array(20) }), /overlaps/);
 });

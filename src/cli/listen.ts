@@ -1,14 +1,16 @@
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { readTokenFile, runToken } from '../comm/auth.js';
 import { CONTROL_BYTES, PIECE_FLOATS, sampleBytes } from '../comm/frames.js';
 import type { WireFormat } from '../comm/protocol.js';
+import { nodesToAwait } from '../comm/cluster.js';
 import { NodeServer } from '../comm/server.js';
 import type { RunConfig } from '../model/config.js';
 import type { ParamLayout } from '../model/layout.js';
 import { errorMessage, UsageError } from '../util/errors.js';
+import { readFlagFile } from '../util/files.js';
 
 /** Flags of a coordinator that remote nodes join. */
 export interface ListenArgs {
@@ -60,12 +62,7 @@ export function checkListenArgs(args: ListenArgs): void {
 
 /** The certificate and key of --tls-cert and --tls-key, checked to make a TLS context together. */
 function readTls(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
-  const read = (flag: string, f: string) => {
-    if (!existsSync(f)) throw new UsageError(`--${flag} ${f} does not exist`);
-    if (!statSync(f).isFile()) throw new UsageError(`--${flag} ${f} is not a file`);
-    return readFileSync(f);
-  };
-  const pem = { cert: read('tls-cert', certFile), key: read('tls-key', keyFile) };
+  const pem = { cert: readFlagFile('tls-cert', certFile), key: readFlagFile('tls-key', keyFile) };
   try {
     createSecureContext(pem);
   } catch (err) {
@@ -98,8 +95,7 @@ function lanAddresses(): string[] {
  */
 export async function startListening(args: ListenArgs, layout: ParamLayout, outDir: string, localWorkers: number, log: (line: string) => void): Promise<NodeServer> {
   const { host, port } = parseListen(args.listen!);
-  const generated = args.tokenFile === undefined && !existsSync(join(outDir, 'token'));
-  const { token, path: tokenPath } = runToken(args.tokenFile, outDir);
+  const { token, path: tokenPath, created } = runToken(args.tokenFile, outDir);
   const pieceFloats = args.pieceFloats ?? PIECE_FLOATS;
   let server: NodeServer;
   try {
@@ -110,14 +106,13 @@ export async function startListening(args: ListenArgs, layout: ParamLayout, outD
     });
   } catch (err) {
     // The run never started: a token generated for it would make its directory look used.
-    if (generated) rmSync(tokenPath, { force: true });
+    if (created) rmSync(tokenPath, { force: true });
     throw new UsageError(listenFailure(args.listen!, host, port, err));
   }
   const scheme = args.tlsCert ? 'wss' : 'ws';
   const wildcard = host === '0.0.0.0' || host === '::';
   const hosts = wildcard ? lanAddresses() : [server.url.replace(/^wss?:\/\/|:\d+$/g, '')];
-  // With no local thread, the run cannot start before a node joins, however many --nodes says.
-  const nodes = Math.max(args.nodes ?? 0, localWorkers > 0 ? 0 : 1);
+  const nodes = nodesToAwait(args.nodes, localWorkers);
   log(`listening on ${server.url}${nodes > 0 ? `; waiting for ${nodes} node${nodes === 1 ? '' : 's'}` : ''}. On each node machine, with ${tokenPath} copied there (chmod 600), run:`);
   for (const h of hosts.length ? hosts : ['THIS-HOST']) {
     log(`  npx gpt-ddp worker --connect ${scheme}://${h}:${server.port} --token-file ${tokenPath}${args.tlsCert ? ` --ca ${resolve(args.tlsCert)}` : ''}`);

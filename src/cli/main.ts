@@ -17,6 +17,7 @@ import { inspect } from './inspect.js';
 import { checkSingleValues, nonNegativeInt, nonNegativeNumber, parseWorkerList, positiveInt, positiveNumber, threadCount, timeoutSeconds } from './options.js';
 import { runTrain } from './train.js';
 import { readTokenFile } from '../comm/auth.js';
+import { HEARTBEATS_PER_DEADLINE } from '../comm/remote.js';
 import { runNode } from '../worker/node.js';
 
 const log = (line: string) => console.log(line);
@@ -71,8 +72,7 @@ function trainOptions(y: Argv) {
     'token-file': { type: 'string', group: 'Remote nodes:', describe: 'the run\'s secret (default: generated into the run directory as "token")' },
     wire: { choices: ['fp32', 'bf16'] as const, group: 'Remote nodes:', describe: 'gradient format on the network; bf16 halves the bytes but is not exact (default fp32)' },
     'wait-timeout': { type: 'number', group: 'Remote nodes:', describe: 'seconds to wait for a node when no worker is left (default 600)', coerce: timeoutSeconds('wait-timeout') },
-    // A node's deadline for a reply is three heartbeat timeouts.
-    'heartbeat-timeout': { type: 'number', group: 'Remote nodes:', describe: 'seconds of silence after which a node is lost (default 20)', coerce: timeoutSeconds('heartbeat-timeout', 3) },
+    'heartbeat-timeout': { type: 'number', group: 'Remote nodes:', describe: 'seconds of silence after which a node is lost (default 20)', coerce: timeoutSeconds('heartbeat-timeout', HEARTBEATS_PER_DEADLINE) },
     'tls-cert': { type: 'string', group: 'Remote nodes:', describe: 'serve wss:// with this PEM certificate (with --tls-key)' },
     'tls-key': { type: 'string', group: 'Remote nodes:', describe: 'the PEM private key of --tls-cert' },
     'checksum-every': { type: 'number', group: 'Remote nodes:', describe: 'compare the nodes\' weights with the coordinator\'s every N steps (0: never; default 10)', coerce: nonNegativeInt('checksum-every') },

@@ -26,11 +26,12 @@ export function createTokenFile(path: string): string {
   return token;
 }
 
-/** A run's token: from --token-file, else the run directory's own `token` (made now when missing). */
-export function runToken(tokenFile: string | undefined, runDir: string): { token: string; path: string } {
+/** A run's token: from --token-file, else the run directory's own `token` (`created` now when missing). */
+export function runToken(tokenFile: string | undefined, runDir: string): { token: string; path: string; created: boolean } {
   const own = join(runDir, 'token');
   const path = resolve(tokenFile ?? own);
-  return { token: tokenFile || existsSync(own) ? readTokenFile(path) : createTokenFile(own), path };
+  const created = !tokenFile && !existsSync(own);
+  return { token: created ? createTokenFile(own) : readTokenFile(path), path, created };
 }
 
 /** Reads a token file, refusing one that others can read (as ssh does for keys). */

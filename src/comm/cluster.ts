@@ -50,6 +50,9 @@ export interface ClusterOptions {
  * mirror the weights), and after the last one the coordinator and every node apply the same
  * AdamW step. A node that fails mid-step has its slots recomputed elsewhere in the same step.
  */
+/** Nodes to wait for before the first step: without local threads, at least one to place the slots on. */
+export const nodesToAwait = (nodes: number | undefined, localThreads: number): number => Math.max(nodes ?? 0, localThreads > 0 ? 0 : 1);
+
 export class Cluster implements WorkerGroup {
   private readonly pool: ThreadPool;
   private readonly membership: Membership;
@@ -127,8 +130,7 @@ export class Cluster implements WorkerGroup {
       local.info.backend = started.backend;
       local.info.kernels = started.kernels;
     }
-    // Without local threads, at least one node must be there to place the slots on.
-    await this.membership.awaitNodes(Math.max(this.opts.nodes ?? 0, local ? 0 : 1), state.version);
+    await this.membership.awaitNodes(nodesToAwait(this.opts.nodes, local ? 1 : 0), state.version);
     await this.membership.admit(state.version);
     const threads = this.membership.live().reduce((n, m) => n + m.info.threads, 0);
     this.membership.fixSlots(this.opts.slots ?? Math.min(threads, this.opts.maxSlots));
@@ -155,9 +157,8 @@ export class Cluster implements WorkerGroup {
     this.current = current;
     let reduceMs = 0;
     const downstream = new Downstream(step, group.slotCount, this.wire, this.pieces, this.frames);
-    // A node's partial is copied to pool memory as it arrives (see FramePool and StepReducer.add).
-    const reducer = new StepReducer(group.slotCount, this.pieces, D, (piece) => this.pool.reduced.subarray(piece.start, piece.end), (piece) => {
-      const sum = this.pool.reduced.subarray(piece.start, piece.end);
+    // A node's partial is copied to frame memory (this.frames) as it arrives (see StepReducer.add).
+    const reducer = new StepReducer(group.slotCount, this.pieces, D, (piece) => this.pool.reduced.subarray(piece.start, piece.end), (piece, sum) => {
       if (this.wire === 'bf16') roundToBf16(sum);
       current.pieces.push(piece);
       downstream.sum(group.nodes, piece, sum);

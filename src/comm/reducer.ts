@@ -53,7 +53,7 @@ class Cover<T> {
 }
 
 /** Memory for copies of partials the reducer may not hold where they are. */
-export interface PartialStore {
+interface PartialStore {
   /** A copy of `values` that stays valid until released. */
   keep(values: Float32Array): Float32Array;
   release(kept: Float32Array): void;
@@ -74,9 +74,9 @@ export class StepReducer {
   constructor(
     private readonly slotCount: number, private readonly pieces: Piece[], private readonly width: number,
     private readonly target: (piece: Piece) => Float32Array,
-    private readonly onPiece: (piece: Piece) => void,
+    private readonly onPiece: (piece: Piece, sum: Float32Array) => void,
     private readonly onRows: (sum: SparseRows) => void,
-    private readonly store?: PartialStore,
+    private readonly store: PartialStore,
   ) {
     this.dense = pieces.map(() => new Cover<Float32Array>(slotCount));
     this.rows = new Cover<SparseRows>(slotCount);
@@ -102,8 +102,7 @@ export class StepReducer {
       }
       return;
     }
-    const store = transient ? this.store : undefined;
-    const parts = this.dense[p.piece]!.add(task, p.node, p.data, store && ((v) => store.keep(v)));
+    const parts = this.dense[p.piece]!.add(task, p.node, p.data, transient ? (v) => this.store.keep(v) : undefined);
     if (!parts) return;
     this.remaining -= 1;
     const piece = this.pieces[p.piece]!;
@@ -113,11 +112,10 @@ export class StepReducer {
       out.set(whole.value);
     } else {
       const mid = treeSplit(0, this.slotCount);
-      const half = (node: TreeNode) => this.sum(parts.filter((s) => s.node[0] >= node[0] && s.node[1] <= node[1]), addInto, node);
-      addTo(out, half([0, mid]), half([mid, this.slotCount]));
+      addTo(out, this.sum(parts, addInto, [0, mid]), this.sum(parts, addInto, [mid, this.slotCount]));
     }
     this.release(parts);
-    this.onPiece(piece);
+    this.onPiece(piece, out);
   }
 
   /** Forgets a failed task's partials in everything not yet summed. */
@@ -126,13 +124,13 @@ export class StepReducer {
     this.rows.drop(task);
   }
 
-  /** The tree-ordered sum of `parts` over `root` (by default every slot). */
+  /** The tree-ordered sum over `root` (by default every slot) of the parts under it. */
   private sum<T>(parts: Array<Stored<T>>, add: (a: T, b: T) => T, root: TreeNode = [0, this.slotCount]): T {
     const byNode = new Map(parts.map((s) => [nodeKey(s.node), s.value]));
     return treeSum(root, (n) => byNode.get(nodeKey(n)), add);
   }
 
   private release(parts: Array<Stored<Float32Array>>): void {
-    for (const s of parts) if (s.kept) this.store!.release(s.value);
+    for (const s of parts) if (s.kept) this.store.release(s.value);
   }
 }

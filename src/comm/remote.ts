@@ -37,6 +37,9 @@ const samplesOf = (work: SlotWork[]) => work.reduce((n, w) => n + w.samples.leng
  * is checked against what it owes (see OwedSums); anything else closes the connection, and the
  * cluster recomputes its slots elsewhere.
  */
+/** A node's deadline for any reply is at least this many heartbeat timeouts. */
+export const HEARTBEATS_PER_DEADLINE = 3;
+
 export class RemoteNode implements Member {
   /** True when it was closed for sending a NaN or infinite gradient. */
   sentNonFinite = false;
@@ -90,7 +93,7 @@ export class RemoteNode implements Member {
    * needs less), at least three heartbeat timeouts; before its first step, 10 minutes.
    */
   private deadlineMs(samples: number): number {
-    const floor = 3 * this.ctx.heartbeatTimeoutMs;
+    const floor = HEARTBEATS_PER_DEADLINE * this.ctx.heartbeatTimeoutMs;
     return this.sampleMs.length === 0 ? Math.max(floor, FIRST_TIME_MS) : Math.max(floor, 4 * median(this.sampleMs) * samples);
   }
 

@@ -42,6 +42,12 @@ export interface TrainWork {
   dropout: { rate: number; seed: number };
 }
 
+/** What a pool's threads run: their tfjs backend and matmul kernels. */
+export interface PoolStarted {
+  backend: BackendName;
+  kernels: string;
+}
+
 /**
  * Threads on this machine (piscina), each with its own tfjs replica, sharing the weights, AdamW
  * moments and the reduced gradient through SharedArrayBuffers. Used by the coordinator for its
@@ -50,7 +56,7 @@ export interface TrainWork {
  * A training call computes one gradient per slot into a per-slot shared buffer; as the backward
  * completes a region on every slot of a reduction subtree, the main thread adds that region in
  * tree order and hands the subtree's partial sums piece by piece to a sink, so they can be sent or
- * reduced while later blocks still compute. Buffers stay valid until release().
+ * reduced while later blocks still compute. Buffers stay valid until the step's applyStep.
  */
 export class ThreadPool {
   readonly weights: Float32Array;
@@ -99,7 +105,7 @@ export class ThreadPool {
   }
 
   /** Starts every thread's replica; returns the backend and kernels they run. */
-  async start(): Promise<{ backend: BackendName; kernels: string }> {
+  async start(): Promise<PoolStarted> {
     const hellos = await Promise.all(Array.from({ length: this.threads }, (_, k) => this.run({ kind: 'hello' }, `thread ${k}`, 'start-up')));
     return { backend: hellos[0]!.backend, kernels: hellos[0]!.kernels };
   }

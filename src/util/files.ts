@@ -1,5 +1,6 @@
-import { closeSync, fsyncSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { errorMessage, UsageError } from './errors.js';
 
 /** Writes the chunks to `path` and flushes them to the disk. */
 export function writeFileDurable(path: string, chunks: Buffer[]): void {
@@ -39,5 +40,17 @@ export function isDirectory(path: string): boolean {
     return statSync(path).isDirectory();
   } catch {
     return false;
+  }
+}
+
+/** The bytes of the file a flag names, or one usage error saying what is wrong with it. */
+export function readFlagFile(flag: string, path: string): Buffer {
+  try {
+    if (!statSync(path).isFile()) throw new UsageError(`--${flag} ${path} is not a file`);
+    return readFileSync(path);
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UsageError(code === 'ENOENT' ? `--${flag} ${path} does not exist` : `--${flag} ${path} cannot be read: ${errorMessage(err)}`);
   }
 }

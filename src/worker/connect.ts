@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readFlagFile } from '../util/files.js';
 import { errorMessage, UsageError } from '../util/errors.js';
 
 const EXPECTED = 'expected ws://HOST:PORT or wss://HOST:PORT';
@@ -18,8 +18,9 @@ export function parseConnect(connect: string): URL {
   const hostPort = parts[2]!.slice(parts[2]!.lastIndexOf('@') + 1);
   const port = /^(?:\[[^\]]*\]|[^:[]*):(.*)$/.exec(hostPort)?.[1];
   if (!port) throw new UsageError(`--connect needs a port: ${scheme}://HOST:PORT, got ${connect}`);
-  if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
-    throw new UsageError(`--connect ${connect}: port ${port} is ${/^\d+$/.test(port) ? 'out of range' : 'not a number'} (1-65535)`);
+  const digits = /^\d+$/.test(port);
+  if (!digits || Number(port) < 1 || Number(port) > 65535) {
+    throw new UsageError(`--connect ${connect}: port ${port} is ${digits ? 'out of range' : 'not a number'} (1-65535)`);
   }
   try {
     return new URL(connect);
@@ -32,15 +33,7 @@ export function parseConnect(connect: string): URL {
 export function readCa(path: string | undefined, url: URL): Buffer | undefined {
   if (path === undefined) return undefined;
   if (url.protocol !== 'wss:') throw new UsageError('--ca is for wss:// URLs (--connect is ws://, which does not use TLS)');
-  let pem: Buffer;
-  try {
-    if (!statSync(path).isFile()) throw new UsageError(`--ca ${path} is not a file`);
-    pem = readFileSync(path);
-  } catch (err) {
-    if (err instanceof UsageError) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new UsageError(code === 'ENOENT' ? `--ca ${path} does not exist` : `--ca ${path} cannot be read: ${errorMessage(err)}`);
-  }
+  const pem = readFlagFile('ca', path);
   if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new UsageError(`--ca ${path} holds no PEM certificate (no -----BEGIN CERTIFICATE----- block)`);
   try {
     new X509Certificate(pem);

@@ -1,8 +1,7 @@
 import { FRAME, ProtocolError, stateTensors, type TensorHeader } from '../comm/frames.js';
 import type { WelcomeMessage } from '../comm/protocol.js';
-import type { ThreadPool } from '../comm/threads.js';
+import type { PoolStarted, ThreadPool } from '../comm/threads.js';
 import type { AdamWOptions } from '../math/adamw.js';
-import type { BackendName } from '../model/backend.js';
 import { StateLoad } from './state-load.js';
 import { StepInbox } from './step-inbox.js';
 
@@ -19,7 +18,7 @@ export class Mirror {
   private current: StepInbox | null = null;
 
   /** The threads starting while the weights arrive (its failure surfaces at the state-end). */
-  private readonly started: Promise<{ backend: BackendName; kernels: string }>;
+  private readonly started: Promise<PoolStarted>;
 
   constructor(private readonly pool: ThreadPool, private readonly welcome: WelcomeMessage) {
     this.started = pool.start();
@@ -39,7 +38,7 @@ export class Mirror {
   }
 
   /** The state-end: once every frame came and the threads have started, the weights are theirs to use; their backend and kernels. */
-  async stateEnd(version: number): Promise<{ backend: BackendName; kernels: string }> {
+  async stateEnd(version: number): Promise<PoolStarted> {
     if (this.loading?.version !== version) throw new ProtocolError('state-end without its state');
     this.loading.end();
     this.loading = null;

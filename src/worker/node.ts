@@ -90,8 +90,7 @@ export async function runNode(args: NodeArgs, log: (line: string) => void): Prom
       });
       stop.wake = () => {};
       if (stop.by !== null) {
-        log(`stopped by ${stop.by} while waiting to rejoin`);
-        return 130;
+        return finish(130, `stopped by ${stop.by} while waiting to rejoin`, log);
       }
     }
   } finally {

@@ -63,11 +63,8 @@ export class StepInbox {
     if (!piece || !half || h.a !== this.step || h.b !== half.other[0] || h.c !== half.other[1] || half.theirs.has(h.d) || this.done.has(h.d)) {
       throw new ProtocolError(`unexpected peer piece ${h.d} of step ${h.a} for slots [${h.b}, ${h.c})`);
     }
-    const theirs = denseValues(h, payload, piece.end - piece.start, this.ctx.wire);
     half.theirs.add(h.d);
-    // With our partial here already, the two add straight into place; else theirs waits there.
-    if (half.ours.has(h.d)) this.addHalves(h.d, theirs);
-    else this.reduced.set(theirs, piece.start);
+    this.addHalves(h.d, denseValues(h, payload, piece.end - piece.start, this.ctx.wire));
   }
 
   /** A frame of the summed token-embedding rows. */
@@ -85,15 +82,17 @@ export class StepInbox {
   }
 
   /**
-   * A piece's sum from our half's partial and the other half's (`theirs`, or already in place),
-   * once both are here: what the coordinator computes (in bf16, from the values as they crossed the wire).
+   * A piece's sum from our half's partial and the other half's (`theirs` as it arrives, or already
+   * in place), once both are here: what the coordinator computes (in bf16, from the values as they
+   * crossed the wire). The other half that comes first waits in place.
    */
   private addHalves(index: number, theirs?: Float32Array): void {
     const half = this.half;
     const ours = half?.ours.get(index);
-    if (!half || !ours || !half.theirs.has(index) || this.done.has(index)) return;
     const piece = this.ctx.pieces[index]!;
     const sum = this.reduced.subarray(piece.start, piece.end);
+    if (half && !ours && theirs) sum.set(theirs);
+    if (!half || !ours || !half.theirs.has(index) || this.done.has(index)) return;
     if (this.ctx.wire === 'bf16') roundToBf16(ours);
     if (theirs) addTo(sum, theirs, ours);
     else addInto(sum, ours);
